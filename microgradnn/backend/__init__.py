@@ -1,0 +1,86 @@
+"""Floor 1: where arrays live.
+
+A :class:`Backend` bundles three things an op needs and nothing more:
+
+* ``xp`` — the array module (``numpy`` on the CPU, ``cupy`` on the GPU). Ops are written
+  once against ``xp`` (the Chainer/CuPy habit), so one function body serves both devices.
+* ``name`` — the device name a user sees (``"cpu"`` or ``"cuda"``).
+* ``kernel(name)`` — fused kernels by name. The CPU answers with a numba ``@njit``
+  function, the GPU with a CuPy kernel; :mod:`microgradnn.backend.reference` holds a
+  plain-``xp`` version of each, so the fused result is always testable.
+
+Backends are created lazily: importing microgradnn never imports numba or cupy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+__all__ = ["Backend", "get_backend", "DeviceError", "cuda_is_available"]
+
+
+class DeviceError(RuntimeError):
+    """A device was asked for that this machine cannot provide."""
+
+
+class Backend:
+    """An array module plus a table of fused kernels."""
+
+    name: str
+    xp: Any
+
+    def __init__(self, name: str, xp: Any, kernel_loader: Callable[[str], Callable]):
+        self.name = name
+        self.xp = xp
+        self._load_kernel = kernel_loader
+        self._kernels: dict[str, Callable] = {}
+
+    def kernel(self, name: str) -> Callable:
+        """The fused kernel ``name`` for this device (loaded, and for numba compiled, on first use)."""
+        try:
+            return self._kernels[name]
+        except KeyError:
+            fn = self._kernels[name] = self._load_kernel(name)
+            return fn
+
+    # Scatter-add (``a[idx] += v`` with repeated indices summed) is spelled differently
+    # by numpy and cupy; it is the one array primitive the backends must provide.
+    def index_add(self, target: Any, index: Any, values: Any) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r})"
+
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def get_backend(device: "str | Backend") -> Backend:
+    """Return the backend for ``"cpu"`` or ``"cuda"`` (``"cuda:0"`` is accepted)."""
+    if isinstance(device, Backend):
+        return device
+    name = str(device).split(":", 1)[0]
+    backend = _BACKENDS.get(name)
+    if backend is not None:
+        return backend
+    if name == "cpu":
+        from .cpu import CPUBackend
+
+        backend = CPUBackend()
+    elif name == "cuda":
+        from .cuda import CUDABackend
+
+        backend = CUDABackend()
+    else:
+        raise DeviceError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
+    _BACKENDS[name] = backend
+    return backend
+
+
+def cuda_is_available() -> bool:
+    """True when CuPy is installed and sees at least one GPU."""
+    try:
+        get_backend("cuda")
+    except DeviceError:
+        return False
+    return True

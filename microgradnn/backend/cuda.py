@@ -1,0 +1,45 @@
+"""The CUDA backend: CuPy arrays and CuPy twins of the CPU kernels."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from . import Backend, DeviceError
+
+INSTALL_HINT = (
+    "install the GPU extra with `pip install -e \".[cuda]\"` (CuPy for CUDA 12) "
+    "on a machine with an NVIDIA GPU"
+)
+
+
+def _import_cupy() -> Any:
+    try:
+        import cupy
+    except ImportError as exc:
+        raise DeviceError(f"device 'cuda' needs CuPy, which is not installed: {INSTALL_HINT}") from exc
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDA driver missing or broken
+        raise DeviceError(f"device 'cuda': CuPy is installed but found no usable GPU ({exc}); {INSTALL_HINT}") from exc
+    if count == 0:
+        raise DeviceError(f"device 'cuda': CuPy is installed but this machine has no GPU; {INSTALL_HINT}")
+    return cupy
+
+
+def _load_cuda_kernel(name: str) -> Callable:
+    from . import kernels_cuda
+
+    try:
+        return getattr(kernels_cuda, name)
+    except AttributeError:
+        raise KeyError(f"the CUDA backend has no kernel {name!r}") from None
+
+
+class CUDABackend(Backend):
+    def __init__(self) -> None:
+        super().__init__("cuda", _import_cupy(), _load_cuda_kernel)
+
+    def index_add(self, target: Any, index: Any, values: Any) -> None:
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)

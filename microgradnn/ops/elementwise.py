@@ -1,0 +1,335 @@
+"""Elementwise primitives: arithmetic, activations, clamp, where, maximum/minimum.
+
+Each class is one primitive: ``forward`` and, right beside it, ``backward``, both written
+once against ``ctx.xp`` so they run on numpy and cupy alike. Broadcasting needs no code
+here: autograd sums a gradient back to its input's shape (:func:`autograd.unbroadcast`).
+Activations whose backward takes several passes over memory call a fused kernel from the
+backend (a numba loop on the CPU, a CuPy kernel on the GPU).
+"""
+
+from __future__ import annotations
+
+from ..autograd import Function
+
+# ----------------------------------------------------------------- arithmetic
+
+
+class Add(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        return a + b
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, grad
+
+
+class Sub(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        return a - b
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, (-grad if ctx.needs_input_grad[1] else None)
+
+
+class Mul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.a, ctx.b = a, b
+        return a * b
+
+    @staticmethod
+    def backward(ctx, grad):
+        need_a, need_b = ctx.needs_input_grad
+        return (grad * ctx.b if need_a else None), (grad * ctx.a if need_b else None)
+
+
+class Div(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.b = b
+        ctx.out = out = a / b
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        need_a, need_b = ctx.needs_input_grad
+        grad_a = grad / ctx.b
+        # d(a/b)/db = -a/b^2 = -(a/b)/b
+        return (grad_a if need_a else None), (-grad_a * ctx.out if need_b else None)
+
+
+class Neg(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return -a
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
+class Pow(Function):
+    """``a ** b`` for tensor or number on either side."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.a, ctx.b = a, b
+        ctx.out = out = a ** b
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        xp, a, b = ctx.xp, ctx.a, ctx.b
+        need_a, need_b = ctx.needs_input_grad
+        grad_a = grad_b = None
+        if need_a:
+            if isinstance(b, (int, float)):
+                # d(a^b)/da = b a^(b-1); for b == 0 the derivative is 0 everywhere (as PyTorch)
+                grad_a = grad * (b * a ** (b - 1)) if b != 0 else xp.zeros_like(grad)
+            else:
+                grad_a = xp.where(b == 0, 0, grad * b * xp.power(a, b - 1))
+        if need_b:
+            # d(a^b)/db = a^b ln a; PyTorch defines it as 0 where a == 0 and b >= 0
+            grad_b = grad * ctx.out * xp.log(xp.where(xp.asarray(a) == 0, 1, a))
+        return grad_a, grad_b
+
+
+class Maximum(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.a, ctx.b = a, b
+        return ctx.xp.maximum(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _select_backward(ctx, grad, ctx.a > ctx.b)
+
+
+class Minimum(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.a, ctx.b = a, b
+        return ctx.xp.minimum(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _select_backward(ctx, grad, ctx.a < ctx.b)
+
+
+def _select_backward(ctx, grad, a_wins):
+    # The winner of each comparison gets the gradient; a tie splits it in half (as PyTorch).
+    xp = ctx.xp
+    tie = ctx.a == ctx.b
+    half = grad * 0.5
+    grad_a = xp.where(tie, half, xp.where(a_wins, grad, 0)) if ctx.needs_input_grad[0] else None
+    grad_b = xp.where(tie, half, xp.where(a_wins, 0, grad)) if ctx.needs_input_grad[1] else None
+    return grad_a, grad_b
+
+
+class Where(Function):
+    """``where(condition, a, b)``: the condition is a constant (comparisons carry no gradient)."""
+
+    @staticmethod
+    def forward(ctx, condition, a, b):
+        ctx.condition = condition
+        return ctx.xp.where(condition, a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        xp, cond = ctx.xp, ctx.condition
+        _, need_a, need_b = ctx.needs_input_grad
+        zero = xp.zeros((), dtype=grad.dtype)
+        return (
+            None,
+            xp.where(cond, grad, zero) if need_a else None,
+            xp.where(cond, zero, grad) if need_b else None,
+        )
+
+
+# ----------------------------------------------------------------- unary math
+
+
+class Abs(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        return ctx.xp.abs(a)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.xp.sign(ctx.a)  # sign(0) = 0, as PyTorch
+
+
+class Exp(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.out = out = ctx.xp.exp(a)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.out
+
+
+class Log(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        return ctx.xp.log(a)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad / ctx.a
+
+
+class Sqrt(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.out = out = ctx.xp.sqrt(a)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad / (2 * ctx.out)
+
+
+class Clamp(Function):
+    @staticmethod
+    def forward(ctx, a, min=None, max=None):
+        if min is None and max is None:
+            raise ValueError("clamp: at least one of min and max must be given")
+        ctx.a, ctx.min, ctx.max = a, min, max
+        return ctx.xp.clip(a, min, max)
+
+    @staticmethod
+    def backward(ctx, grad):
+        # The gradient passes where the input lies inside [min, max], bounds included (as PyTorch).
+        a, inside = ctx.a, True
+        if ctx.min is not None:
+            inside = a >= ctx.min
+        if ctx.max is not None:
+            inside = inside & (a <= ctx.max)
+        return grad * inside
+
+
+# ----------------------------------------------------------------- activations
+
+
+class Tanh(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.out = out = ctx.xp.tanh(a)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.backend.kernel("tanh_backward")(ctx.out, grad)  # grad * (1 - tanh^2)
+
+
+class Sigmoid(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.out = out = ctx.backend.kernel("sigmoid_forward")(a)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.backend.kernel("sigmoid_backward")(ctx.out, grad)  # grad * s * (1 - s)
+
+
+class Relu(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.a = a
+        return ctx.xp.maximum(a, 0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.backend.kernel("relu_backward")(ctx.a, grad)  # grad where a > 0; 0 at a == 0 (as PyTorch)
+
+
+class Gelu(Function):
+    """GELU, exact (``x * Phi(x)``) or with PyTorch's ``approximate="tanh"``."""
+
+    @staticmethod
+    def forward(ctx, a, approximate="none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        ctx.a, ctx.tanh = a, approximate == "tanh"
+        return ctx.backend.kernel("gelu_forward")(a, ctx.tanh)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.backend.kernel("gelu_backward")(ctx.a, grad, ctx.tanh)
+
+
+class Cast(Function):
+    """Change dtype; the gradient is cast back by autograd."""
+
+    @staticmethod
+    def forward(ctx, a, dtype=None):
+        return a.astype(dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class Clone(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return a.copy()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+# ----------------------------------------------------------------- comparisons (no gradient)
+
+
+class _Comparison(Function):
+    differentiable = False
+
+    @staticmethod
+    def backward(ctx, grad):  # never called: the output never requires grad
+        return None, None
+
+
+class Lt(_Comparison):
+    @staticmethod
+    def forward(ctx, a, b):
+        return a < b
+
+
+class Le(_Comparison):
+    @staticmethod
+    def forward(ctx, a, b):
+        return a <= b
+
+
+class Gt(_Comparison):
+    @staticmethod
+    def forward(ctx, a, b):
+        return a > b
+
+
+class Ge(_Comparison):
+    @staticmethod
+    def forward(ctx, a, b):
+        return a >= b
+
+
+class Eq(_Comparison):
+    @staticmethod
+    def forward(ctx, a, b):
+        return a == b
+
+
+class Ne(_Comparison):
+    @staticmethod
+    def forward(ctx, a, b):
+        return a != b

@@ -1,0 +1,57 @@
+"""Matrix products: ``matmul`` (NumPy/PyTorch semantics, batched) and the fused ``linear``."""
+
+from __future__ import annotations
+
+from ..autograd import Function
+
+
+class MatMul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.a, ctx.b = a, b
+        return a @ b
+
+    @staticmethod
+    def backward(ctx, grad):
+        xp, a, b = ctx.xp, ctx.a, ctx.b
+        # A 1-d operand acts as a row (left) or a column (right) whose extra axis is then dropped.
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1:
+            grad = xp.expand_dims(grad, -2 if b.ndim > 1 else 0)
+        if b.ndim == 1:
+            grad = xp.expand_dims(grad, -1)
+        need_a, need_b = ctx.needs_input_grad
+        # C = A B  =>  dA = dC B^T,  dB = A^T dC; batch axes are summed by autograd's un-broadcast
+        grad_a = grad @ xp.swapaxes(b2, -1, -2) if need_a else None
+        grad_b = xp.swapaxes(a2, -1, -2) @ grad if need_b else None
+        if a.ndim == 1 and grad_a is not None:
+            grad_a = grad_a.reshape(-1, a.shape[0]).sum(axis=0)
+        if b.ndim == 1 and grad_b is not None:
+            grad_b = grad_b.reshape(-1, b.shape[0]).sum(axis=0)
+        return grad_a, grad_b
+
+
+class Linear(Function):
+    """``x @ weight.T + bias`` with ``weight`` shaped (out, in), as ``torch.nn.functional.linear``.
+
+    One primitive rather than transpose + matmul + add so that the weight gradient comes out
+    as one contiguous GEMM, ``grad^T x``, already in the weight's layout."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None):
+        ctx.x, ctx.weight = x, weight
+        out = x @ weight.T
+        if bias is not None:
+            out += bias
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        need_x, need_w, need_b = ctx.needs_input_grad + (False,) * (3 - len(ctx.needs_input_grad))
+        x2 = ctx.x.reshape(-1, ctx.x.shape[-1])
+        g2 = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad @ ctx.weight if need_x else None
+        grad_w = g2.T @ x2 if need_w else None
+        grad_b = g2.sum(axis=0) if need_b else None
+        return grad_x, grad_w, grad_b
