@@ -97,6 +97,9 @@ class Variable:
 
     __slots__ = ("data", "requires_grad", "_grad", "_ctx", "_out_index", "_backend", "_hooks", "__weakref__")
 
+    # The class an op's output is made of: a Tensor, even when an input is a Parameter.
+    _output_type: type = None  # set by microgradnn.tensor
+
     def __init__(self, data: Any, backend: Any, requires_grad: bool = False, ctx: "Function | None" = None, out_index: int = 0):
         self.data = data
         self._backend = backend
@@ -165,7 +168,7 @@ class Function:
         ctx.backend = backend
         ctx.xp = backend.xp
         out = cls.forward(ctx, *arrays, **kwargs)
-        make = type(args[first])
+        make = args[first]._output_type
         record = requires_grad and _grad_enabled and cls.differentiable
         if record:
             ctx.inputs = args

@@ -618,6 +618,9 @@ class Tensor(Variable):
         return iter(self.unbind(0))
 
 
+Tensor._output_type = Tensor
+
+
 class _ToDevice(autograd.Function):
     """Move between devices; the gradient moves back."""
 
