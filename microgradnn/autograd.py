@@ -167,7 +167,19 @@ class Function:
                 arrays.append(arg)
         ctx.backend = backend
         ctx.xp = backend.xp
-        out = cls.forward(ctx, *arrays, **kwargs)
+        try:
+            out = cls.forward(ctx, *arrays, **kwargs)
+        except ValueError as exc:  # numpy's broadcasting error names neither the op nor PyTorch's error type
+            if "broadcast" not in str(exc):
+                raise
+            raise RuntimeError(_broadcast_message(cls.__name__, arrays)) from exc
+        # numpy gives 0-d results as scalars (np.float32), which can't be written in place
+        ndarray = ctx.xp.ndarray
+        if type(out) is tuple:
+            if not all(isinstance(o, ndarray) for o in out):
+                out = tuple(ctx.xp.asarray(o) for o in out)
+        elif not isinstance(out, ndarray):
+            out = ctx.xp.asarray(out)
         make = args[first]._output_type
         record = requires_grad and _grad_enabled and cls.differentiable
         if record:
@@ -194,6 +206,23 @@ class Function:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}Backward>"
+
+
+def _broadcast_message(op: str, arrays: list) -> str:
+    """PyTorch's wording for shapes that don't broadcast, plus the op and every shape."""
+    shapes = [tuple(a.shape) for a in arrays if hasattr(a, "shape") and hasattr(a, "ndim")]
+    listed = " and ".join(str(s) for s in shapes)
+    ndim = max((len(s) for s in shapes), default=0)
+    for back in range(1, ndim + 1):
+        sizes = [s[-back] for s in shapes if len(s) >= back and s[-back] != 1]
+        if len(set(sizes)) > 1:
+            first = sizes[0]
+            other = next(n for n in sizes if n != first)
+            return (
+                f"{op}: the size of tensor a ({first}) must match the size of tensor b ({other}) at "
+                f"non-singleton dimension {ndim - back}: shapes {listed} cannot be broadcast together"
+            )
+    return f"{op}: shapes {listed} cannot be broadcast together"
 
 
 # --------------------------------------------------------------------------- backward
@@ -244,23 +273,36 @@ def _topological_order(root: Function) -> list[Function]:
     return order
 
 
+def _as_array(grad: Any, owner: Variable) -> Any:
+    """numpy computes 0-d results as scalars (np.float64); a stored gradient must be an array."""
+    xp = owner._backend.xp
+    return grad if isinstance(grad, xp.ndarray) else xp.asarray(grad)
+
+
+def _overlaps_itself(array: Any) -> bool:
+    """True for a broadcast view: several elements share one memory location."""
+    return array.size > 1 and any(s == 0 and n > 1 for s, n in zip(array.strides, array.shape))
+
+
 def _accumulate_leaf(leaf: Variable, grad: Any, handed_out: set) -> None:
+    grad = _as_array(grad, leaf)
     if leaf._hooks:
         for hook in leaf._hooks:
             result = hook(grad)
             if result is not None:
-                grad = result
+                grad = _as_array(result, leaf)
     # A leaf's .grad is the user's to mutate in place (optimizers do), so it must not
     # share memory with another leaf's gradient: copy an array already handed out.
+    # A broadcast view (read-only, zero strides: Sum/Mean/Expand backward) can't be stored either.
     owner = grad if grad.base is None else grad.base
-    if id(owner) in handed_out:
+    if id(owner) in handed_out or not getattr(grad.flags, "writeable", True) or _overlaps_itself(grad):
         grad = grad.copy()
         owner = grad
     handed_out.add(id(owner))
     if leaf._grad is None:
         leaf._grad = grad
     else:
-        leaf._grad = leaf._grad + grad
+        leaf._grad = _as_array(leaf._grad + grad, leaf)
 
 
 def _run_hooks(hooks: list, grad: Any) -> Any:
@@ -301,6 +343,8 @@ def backward(root: Variable, grad: Any = None, retain_graph: bool = False) -> No
     if root_ctx.freed:
         raise RuntimeError(_FREED_MESSAGE)
     pending: dict[int, list] = {id(root_ctx): [None] * root_ctx.n_outputs}
+    # A leaf's gradient is summed over all its uses first, so its hooks see the total once (as PyTorch).
+    leaves: dict[int, list] = {}
     pending[id(root_ctx)][root._out_index] = grad
     for node in _topological_order(root_ctx):
         grads = pending.pop(id(node), None)
@@ -309,7 +353,7 @@ def backward(root: Variable, grad: Any = None, retain_graph: bool = False) -> No
         if node.out_hooks:
             for index, hooks in node.out_hooks.items():
                 if grads[index] is not None:
-                    grads[index] = _run_hooks(hooks, grads[index])
+                    grads[index] = _run_hooks(hooks, node.xp.asarray(grads[index]))
         if node.n_outputs == 1:
             input_grads = node.backward(node, grads[0])
         else:
@@ -330,7 +374,11 @@ def backward(root: Variable, grad: Any = None, retain_graph: bool = False) -> No
                 g = g.astype(data.dtype)
             parent = inp._ctx
             if parent is None:
-                _accumulate_leaf(inp, g, handed_out)
+                entry = leaves.get(id(inp))
+                if entry is None:
+                    leaves[id(inp)] = [inp, g]
+                else:
+                    entry[1] = entry[1] + g
                 continue
             slots = pending.get(id(parent))
             if slots is None:
@@ -339,6 +387,8 @@ def backward(root: Variable, grad: Any = None, retain_graph: bool = False) -> No
             slots[inp._out_index] = g if previous is None else previous + g
         if not retain_graph:
             node.release()
+    for leaf, g in leaves.values():
+        _accumulate_leaf(leaf, g, handed_out)
 
 
 def register_hook(tensor: Variable, hook: Callable[[Any], Any]) -> Callable[[], None]:
@@ -374,6 +424,7 @@ def retain_grad(tensor: Variable) -> None:
     def store(grad: Any) -> None:
         t = ref()
         if t is not None:
-            t._grad = grad if t._grad is None else t._grad + grad
+            # a copy, as PyTorch's clone: the array flowing on may be a read-only view or reach a leaf
+            t._grad = grad.copy() if t._grad is None else _as_array(t._grad + grad, t)
 
     register_hook(tensor, store)

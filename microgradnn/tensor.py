@@ -144,7 +144,7 @@ class Tensor(Variable):
     # ------------------------------------------------------------------ conversion
 
     def numpy(self) -> np.ndarray:
-        if self.requires_grad and autograd.is_grad_enabled():
+        if self.requires_grad:
             raise RuntimeError("can't call numpy() on a tensor that requires grad: use tensor.detach().numpy()")
         if self._backend.name != "cpu":
             raise TypeError(f"can't convert a {self.device} tensor to numpy: use tensor.cpu() first")
@@ -490,9 +490,9 @@ class Tensor(Variable):
     def _extreme_along(self, dim: builtins.int, keepdim: bool, arg: Callable) -> MaxMin:
         dim = R.normalize_dims(dim, self.ndim)[0]
         indices = arg(self.data, axis=dim)
-        values = R.SelectAlongDim.apply(self, indices, dim=dim, keepdim=keepdim)
-        if keepdim:
+        if keepdim:  # SelectAlongDim takes keepdim=True to mean the indices keep their axis
             indices = self._backend.xp.expand_dims(indices, dim)
+        values = R.SelectAlongDim.apply(self, indices, dim=dim, keepdim=keepdim)
         return MaxMin(values, Tensor(indices.astype(int64), self._backend))
 
     def amax(self, dim: Any = None, keepdim: bool = False) -> "Tensor":
@@ -509,8 +509,8 @@ class Tensor(Variable):
 
     def _arg(self, fn: Callable, dim: Any, keepdim: bool) -> "Tensor":
         out = fn(self.data, axis=dim)
-        if keepdim and dim is not None:
-            out = self._backend.xp.expand_dims(out, dim)
+        if keepdim:  # with dim=None, keepdim gives every axis length 1 (as PyTorch)
+            out = self._backend.xp.expand_dims(out, dim) if dim is not None else out.reshape((1,) * self.ndim)
         return Tensor(self._backend.xp.asarray(out, dtype=int64), self._backend)
 
     def all(self) -> "Tensor":
@@ -808,6 +808,13 @@ def matmul(a: Any, b: Any) -> Tensor:
     k_b = sb[0] if len(sb) == 1 else sb[-2]
     if k_a != k_b:
         raise RuntimeError(f"matmul: shapes {sa} and {sb} cannot be multiplied ({k_a} != {k_b})")
+    if len(sa) > 2 and len(sb) > 2:
+        try:
+            np.broadcast_shapes(sa[:-2], sb[:-2])
+        except ValueError:
+            raise RuntimeError(
+                f"matmul: shapes {sa} and {sb} cannot be multiplied: batch dimensions {sa[:-2]} and {sb[:-2]} don't broadcast"
+            ) from None
     return L.MatMul.apply(a, b)
 
 

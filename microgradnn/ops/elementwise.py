@@ -9,7 +9,63 @@ backend (a numba loop on the CPU, a CuPy kernel on the GPU).
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..autograd import Function
+
+# ----------------------------------------------------------------- type promotion
+
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
+
+
+def _promote(a, b, division=False):
+    """``a, b`` with arrays cast to PyTorch's result dtype where numpy's would differ.
+
+    numpy and PyTorch agree while both operands share a dtype, or a Python number meets a
+    floating array (the fast path). They differ when an integer meets a float (numpy widens
+    to float64; PyTorch keeps the float's dtype, or takes the default dtype for a Python
+    float), when a 0-d array of a wider type meets an n-d one (PyTorch keeps the n-d
+    dtype), and for true division of integers (PyTorch gives the default float dtype)."""
+    da, db = getattr(a, "dtype", None), getattr(b, "dtype", None)
+    if da == db and (da is None or da.kind == "f" or not division):
+        return a, b
+    if (db is None and da.kind == "f") or (da is None and db.kind == "f"):
+        return a, b
+    want = _torch_result_type(a, b)
+    if division and want.kind != "f":
+        want = _default_float()
+    return (a.astype(want) if da is not None and da != want else a), (b.astype(want) if db is not None and db != want else b)
+
+
+def _default_float():
+    from ..tensor import get_default_dtype  # lazily: tensor.py imports this module
+
+    return get_default_dtype()
+
+
+def _torch_result_type(a, b):
+    # PyTorch ranks operands in three tiers (n-d tensors, 0-d tensors, Python numbers); a
+    # lower tier decides the dtype only when it brings a higher category (bool < int < float).
+    tiers = [None, None, None]
+    for x in (a, b):
+        dt = getattr(x, "dtype", None)
+        if dt is None:
+            tier, dt = 2, np.dtype(bool if isinstance(x, bool) else np.int64 if isinstance(x, int) else _default_float())
+        else:
+            tier, dt = (0 if x.ndim else 1), np.dtype(dt)
+        old = tiers[tier]
+        if old is None:
+            tiers[tier] = dt
+        elif _CATEGORY[old.kind] != _CATEGORY[dt.kind]:
+            tiers[tier] = old if _CATEGORY[old.kind] > _CATEGORY[dt.kind] else dt
+        else:
+            tiers[tier] = np.promote_types(old, dt)
+    out = None
+    for dt in tiers:  # n-d first; a later tier wins only with a higher category
+        if dt is not None and (out is None or _CATEGORY[dt.kind] > _CATEGORY[out.kind]):
+            out = dt
+    return out
+
 
 # ----------------------------------------------------------------- arithmetic
 
@@ -17,6 +73,7 @@ from ..autograd import Function
 class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
+        a, b = _promote(a, b)
         return a + b
 
     @staticmethod
@@ -27,6 +84,7 @@ class Add(Function):
 class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
+        a, b = _promote(a, b)
         return a - b
 
     @staticmethod
@@ -37,7 +95,7 @@ class Sub(Function):
 class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.a, ctx.b = a, b
+        ctx.a, ctx.b = a, b = _promote(a, b)
         return a * b
 
     @staticmethod
@@ -49,6 +107,7 @@ class Mul(Function):
 class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
+        a, b = _promote(a, b, division=True)
         ctx.b = b
         ctx.out = out = a / b
         return out
@@ -76,7 +135,7 @@ class Pow(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.a, ctx.b = a, b
+        ctx.a, ctx.b = a, b = _promote(a, b)
         ctx.out = out = a ** b
         return out
 
@@ -100,7 +159,7 @@ class Pow(Function):
 class Maximum(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.a, ctx.b = a, b
+        ctx.a, ctx.b = a, b = _promote(a, b)
         return ctx.xp.maximum(a, b)
 
     @staticmethod
@@ -111,7 +170,7 @@ class Maximum(Function):
 class Minimum(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.a, ctx.b = a, b
+        ctx.a, ctx.b = a, b = _promote(a, b)
         return ctx.xp.minimum(a, b)
 
     @staticmethod
@@ -135,6 +194,7 @@ class Where(Function):
     @staticmethod
     def forward(ctx, condition, a, b):
         ctx.condition = condition
+        a, b = _promote(a, b)
         return ctx.xp.where(condition, a, b)
 
     @staticmethod
