@@ -212,3 +212,461 @@ def cross_entropy_backward(logits, target, weight, lse, row_grad, ignore_index, 
     out = np.empty_like(logits)
     _cross_entropy_backward(logits, target, weight, lse, row_grad, int(ignore_index), float(label_smoothing), out)
     return out
+
+
+# ----------------------------------------------------------------- recurrent cells
+#
+# One call = one time step of one layer for the whole batch; microgradnn.ops.recurrent
+# runs the loop and the GEMMs. Every kernel writes into arrays the caller allocated (no
+# temporaries in the step loop). ``active`` is a (B,) uint8 mask: a row whose step is
+# padding keeps its state and receives no gate gradient.
+#
+# Two numba details matter for speed. ``error_model="numpy"`` drops the division-by-zero
+# check that otherwise stops LLVM from vectorising a loop with a division, and each gate
+# is addressed through its own row view (``gates[b, H:2*H]``), which LLVM vectorises
+# where ``gates[b, H + j]`` with a run-time H is not. Without SVML, ``math.tanh`` is a
+# scalar libm call, so float32 uses a rational tanh (Eigen's, max error ~3e-7, i.e. float32
+# rounding) built from multiplies, adds and one divide; float64 keeps the libm functions.
+
+from numba import types as _nb_types  # noqa: E402
+from numba.extending import overload as _overload  # noqa: E402
+
+_TANH_CLAMP = 7.90531110763549805
+_TANH_P = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
+           1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03)
+_TANH_Q = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03)
+
+
+def _act_tanh(x):  # pragma: no cover - replaced by the overload inside jitted code
+    return math.tanh(x)
+
+
+def _act_sigmoid(x):  # pragma: no cover - replaced by the overload inside jitted code
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _is_float32(x):
+    return isinstance(x, _nb_types.Float) and x.bitwidth == 32
+
+
+@_overload(_act_tanh)
+def _act_tanh_overload(x):
+    if _is_float32(x):
+        f32 = np.float32
+        lim = f32(_TANH_CLAMP)
+        p13, p11, p9, p7, p5, p3, p1 = (f32(c) for c in _TANH_P)
+        q6, q4, q2, q0 = (f32(c) for c in _TANH_Q)
+
+        def tanh32(x):
+            x = min(max(x, -lim), lim)
+            x2 = x * x
+            p = x2 * p13 + p11
+            p = x2 * p + p9
+            p = x2 * p + p7
+            p = x2 * p + p5
+            p = x2 * p + p3
+            p = x2 * p + p1
+            q = x2 * q6 + q4
+            q = x2 * q + q2
+            q = x2 * q + q0
+            return x * p / q
+
+        return tanh32
+    return lambda x: math.tanh(x)
+
+
+@_overload(_act_sigmoid)
+def _act_sigmoid_overload(x):
+    if _is_float32(x):
+        half = np.float32(0.5)
+        return lambda x: half * _act_tanh(half * x) + half
+
+    def sigmoid64(x):
+        if x >= 0:
+            return 1.0 / (1.0 + math.exp(-x))
+        e = math.exp(x)  # e^x / (1 + e^x): never overflows for very negative x
+        return e / (1.0 + e)
+
+    return sigmoid64
+
+
+_RNN_OPTS = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+
+
+@njit(**_RNN_OPTS)
+def _lstm_cell_forward(gates, hh, bias, c_prev, h_prev, active, h_new, c_new):
+    H = c_prev.shape[1]
+    bi, bf, bg, bo = bias[:H], bias[H : 2 * H], bias[2 * H : 3 * H], bias[3 * H :]
+    for b in range(gates.shape[0]):
+        gi, gf, gg, go = gates[b, :H], gates[b, H : 2 * H], gates[b, 2 * H : 3 * H], gates[b, 3 * H :]
+        ri, rf, rg, ro = hh[b, :H], hh[b, H : 2 * H], hh[b, 2 * H : 3 * H], hh[b, 3 * H :]
+        cp, hp, cn, hn = c_prev[b], h_prev[b], c_new[b], h_new[b]
+        if active[b]:
+            for j in range(H):
+                i = _act_sigmoid(gi[j] + ri[j] + bi[j])
+                f = _act_sigmoid(gf[j] + rf[j] + bf[j])
+                g = _act_tanh(gg[j] + rg[j] + bg[j])
+                o = _act_sigmoid(go[j] + ro[j] + bo[j])
+                c = f * cp[j] + i * g
+                cn[j] = c
+                hn[j] = o * _act_tanh(c)
+                gi[j] = i
+                gf[j] = f
+                gg[j] = g
+                go[j] = o
+        else:
+            for j in range(H):
+                gi[j] = _act_sigmoid(gi[j] + ri[j] + bi[j])
+                gf[j] = _act_sigmoid(gf[j] + rf[j] + bf[j])
+                gg[j] = _act_tanh(gg[j] + rg[j] + bg[j])
+                go[j] = _act_sigmoid(go[j] + ro[j] + bo[j])
+                cn[j] = cp[j]
+                hn[j] = hp[j]
+
+
+def lstm_cell_forward(gates, hh, bias, c_prev, h_prev, active, h_new, c_new):
+    """One LSTM step, in place: ``gates`` (B, 4H) holds x_t W_ih^T on entry and the
+    activations i, f, g, o on exit; writes ``h_new``, ``c_new`` (B, H)."""
+    if gates.dtype.itemsize < 4:
+        return _reference("lstm_cell_forward")(gates, hh, bias, c_prev, h_prev, active, h_new, c_new)
+    _lstm_cell_forward(gates, hh, bias, c_prev, h_prev, active, h_new, c_new)
+
+
+@njit(**_RNN_OPTS)
+def _lstm_cell_backward(acts, c_prev, c_new, dout, carry, dh_rec, dc, active, dgates, dh_total):
+    H = c_prev.shape[1]
+    one = acts.dtype.type(1.0)
+    zero = acts.dtype.type(0.0)
+    for b in range(acts.shape[0]):
+        ai, af, ag, ao = acts[b, :H], acts[b, H : 2 * H], acts[b, 2 * H : 3 * H], acts[b, 3 * H :]
+        di, df, dg, do = dgates[b, :H], dgates[b, H : 2 * H], dgates[b, 2 * H : 3 * H], dgates[b, 3 * H :]
+        cp, cn, dy, cr, dr, dcb, tot = c_prev[b], c_new[b], dout[b], carry[b], dh_rec[b], dc[b], dh_total[b]
+        if active[b]:
+            for j in range(H):
+                dh = cr[j] + dr[j] + dy[j]
+                tot[j] = dh
+                cr[j] = zero
+                i = ai[j]
+                f = af[j]
+                g = ag[j]
+                o = ao[j]
+                tc = _act_tanh(cn[j])
+                dcc = dcb[j] + dh * o * (one - tc * tc)
+                do[j] = dh * tc * o * (one - o)
+                di[j] = dcc * g * i * (one - i)
+                df[j] = dcc * cp[j] * f * (one - f)
+                dg[j] = dcc * i * (one - g * g)
+                dcb[j] = dcc * f
+        else:
+            for j in range(H):
+                dh = cr[j] + dr[j]
+                tot[j] = dh
+                cr[j] = dh
+                di[j] = zero
+                df[j] = zero
+                dg[j] = zero
+                do[j] = zero
+
+
+def lstm_cell_backward(acts, c_prev, c_new, dout, carry, dh_rec, dc, active, dgates, dh_total):
+    """Backward of one LSTM step, in place. The gradient reaching h_t is
+    ``carry + dh_rec + dout`` (dout counts only where the step is active); it is written to
+    ``dh_total``. Writes the pre-activation gate gradients to ``dgates`` (B, 4H), updates
+    ``dc`` to dL/dc_{t-1} and ``carry`` to the part of dL/dh_{t-1} that does not go
+    through W_hh (zero on active rows, everything on padded rows)."""
+    if acts.dtype.itemsize < 4:
+        return _reference("lstm_cell_backward")(acts, c_prev, c_new, dout, carry, dh_rec, dc, active, dgates, dh_total)
+    _lstm_cell_backward(acts, c_prev, c_new, dout, carry, dh_rec, dc, active, dgates, dh_total)
+
+
+@njit(**_RNN_OPTS)
+def _gru_cell_forward(gates, hh, bias, b_hn, h_prev, active, h_new):
+    H = h_prev.shape[1]
+    br, bz, bn = bias[:H], bias[H : 2 * H], bias[2 * H :]
+    for b in range(gates.shape[0]):
+        gr, gz, gn = gates[b, :H], gates[b, H : 2 * H], gates[b, 2 * H :]
+        rr, rz, rn = hh[b, :H], hh[b, H : 2 * H], hh[b, 2 * H :]
+        hp, hn = h_prev[b], h_new[b]
+        for j in range(H):
+            r = _act_sigmoid(gr[j] + rr[j] + br[j])
+            z = _act_sigmoid(gz[j] + rz[j] + bz[j])
+            nh = rn[j] + b_hn[j]
+            n = _act_tanh(gn[j] + bn[j] + r * nh)
+            gr[j] = r
+            gz[j] = z
+            gn[j] = n
+            rn[j] = nh
+        if active[b]:
+            for j in range(H):
+                n = gn[j]
+                hn[j] = n + gz[j] * (hp[j] - n)
+        else:
+            for j in range(H):
+                hn[j] = hp[j]
+
+
+def gru_cell_forward(gates, hh, bias, b_hn, h_prev, active, h_new):
+    """One GRU step, in place: ``gates`` (B, 3H) holds x_t W_ih^T on entry and r, z, n on
+    exit; ``hh`` (B, 3H) holds h_{t-1} W_hh^T on entry and its n slice becomes
+    W_hn h_{t-1} + b_hn (backward needs it). ``bias`` is (b_ir+b_hr, b_iz+b_hz, b_in)."""
+    if gates.dtype.itemsize < 4:
+        return _reference("gru_cell_forward")(gates, hh, bias, b_hn, h_prev, active, h_new)
+    _gru_cell_forward(gates, hh, bias, b_hn, h_prev, active, h_new)
+
+
+@njit(**_RNN_OPTS)
+def _gru_cell_backward(acts, hh, h_prev, dout, carry, dh_rec, active, dgx, dgh, dh_total):
+    H = h_prev.shape[1]
+    one = acts.dtype.type(1.0)
+    zero = acts.dtype.type(0.0)
+    for b in range(acts.shape[0]):
+        ar, az, an = acts[b, :H], acts[b, H : 2 * H], acts[b, 2 * H :]
+        nh = hh[b, 2 * H :]
+        xr, xz, xn = dgx[b, :H], dgx[b, H : 2 * H], dgx[b, 2 * H :]
+        hr, hz, hn = dgh[b, :H], dgh[b, H : 2 * H], dgh[b, 2 * H :]
+        hp, dy, cr, dr, tot = h_prev[b], dout[b], carry[b], dh_rec[b], dh_total[b]
+        if active[b]:
+            for j in range(H):
+                dh = cr[j] + dr[j] + dy[j]
+                tot[j] = dh
+                r = ar[j]
+                z = az[j]
+                n = an[j]
+                dn = dh * (one - z) * (one - n * n)
+                dz = dh * (hp[j] - n) * z * (one - z)
+                drr = dn * nh[j] * r * (one - r)
+                cr[j] = dh * z
+                xr[j] = drr
+                xz[j] = dz
+                xn[j] = dn
+                hr[j] = drr
+                hz[j] = dz
+                hn[j] = dn * r
+        else:
+            for j in range(H):
+                dh = cr[j] + dr[j]
+                tot[j] = dh
+                cr[j] = dh
+                xr[j] = zero
+                xz[j] = zero
+                xn[j] = zero
+                hr[j] = zero
+                hz[j] = zero
+                hn[j] = zero
+
+
+def gru_cell_backward(acts, hh, h_prev, dout, carry, dh_rec, active, dgx, dgh, dh_total):
+    """Backward of one GRU step, in place. Writes the gate gradients seen by W_ih
+    (``dgx``) and by W_hh (``dgh``, whose n slice is scaled by r) and updates ``carry`` to
+    the direct part z * dh of dL/dh_{t-1} (all of it on padded rows)."""
+    if acts.dtype.itemsize < 4:
+        return _reference("gru_cell_backward")(acts, hh, h_prev, dout, carry, dh_rec, active, dgx, dgh, dh_total)
+    _gru_cell_backward(acts, hh, h_prev, dout, carry, dh_rec, active, dgx, dgh, dh_total)
+
+
+@njit(**_RNN_OPTS)
+def _rnn_cell_forward(gates, hh, bias, h_prev, active, h_new, relu):
+    H = h_prev.shape[1]
+    zero = gates.dtype.type(0.0)
+    for b in range(gates.shape[0]):
+        g, r, hp, hn = gates[b], hh[b], h_prev[b], h_new[b]
+        if active[b]:
+            if relu:
+                for j in range(H):
+                    hn[j] = max(g[j] + r[j] + bias[j], zero)
+            else:
+                for j in range(H):
+                    hn[j] = _act_tanh(g[j] + r[j] + bias[j])
+        else:
+            for j in range(H):
+                hn[j] = hp[j]
+
+
+def rnn_cell_forward(gates, hh, bias, h_prev, active, h_new, relu):
+    """One Elman RNN step: ``h_new = act(gates + hh + bias)`` on active rows, ``h_prev``
+    elsewhere; ``act`` is relu when ``relu`` else tanh."""
+    if gates.dtype.itemsize < 4:
+        return _reference("rnn_cell_forward")(gates, hh, bias, h_prev, active, h_new, relu)
+    _rnn_cell_forward(gates, hh, bias, h_prev, active, h_new, bool(relu))
+
+
+@njit(**_RNN_OPTS)
+def _rnn_cell_backward(h_new, dout, carry, dh_rec, active, dgates, dh_total, relu):
+    H = h_new.shape[1]
+    one = h_new.dtype.type(1.0)
+    zero = h_new.dtype.type(0.0)
+    for b in range(h_new.shape[0]):
+        hn, dy, cr, dr, dg, tot = h_new[b], dout[b], carry[b], dh_rec[b], dgates[b], dh_total[b]
+        if active[b]:
+            for j in range(H):
+                dh = cr[j] + dr[j] + dy[j]
+                tot[j] = dh
+                cr[j] = zero
+                h = hn[j]
+                if relu:
+                    dg[j] = dh if h > zero else zero
+                else:
+                    dg[j] = dh * (one - h * h)
+        else:
+            for j in range(H):
+                dh = cr[j] + dr[j]
+                tot[j] = dh
+                cr[j] = dh
+                dg[j] = zero
+
+
+def rnn_cell_backward(h_new, dout, carry, dh_rec, active, dgates, dh_total, relu):
+    """Backward of one Elman RNN step, in place (see :func:`lstm_cell_backward`)."""
+    if h_new.dtype.itemsize < 4:
+        return _reference("rnn_cell_backward")(h_new, dout, carry, dh_rec, active, dgates, dh_total, relu)
+    _rnn_cell_backward(h_new, dout, carry, dh_rec, active, dgates, dh_total, bool(relu))
+
+
+# ----------------------------------------------------------------- optimizer updates
+# One pass over memory per parameter, in place on the parameter and its state; the grad is
+# only read. The arithmetic is torch.optim's (see reference.py), done in float64 and stored
+# in the arrays' dtype. Non-contiguous or mixed-dtype arrays go to the reference twin, which
+# is in place too. Unused optional state (None) is replaced by ``param``: the flags keep the
+# kernel from touching it.
+
+_OPT_OPTS = dict(cache=True, nogil=True, error_model="numpy")
+
+
+def _opt_fused_ok(grad, *inplace) -> bool:
+    """The numba path needs one float dtype and contiguous in-place arrays (a strided grad
+    is only read, so the wrapper makes it contiguous)."""
+    dtype = grad.dtype
+    return (dtype.kind == "f" and dtype.itemsize >= 4
+            and all(a.dtype == dtype and a.flags.c_contiguous for a in inplace))
+
+
+def _opt_args(param, *optional):
+    return tuple(param.reshape(-1) if a is None else a.reshape(-1) for a in optional)
+
+
+@njit(**_OPT_OPTS)
+def _lerp(start, end, weight):
+    if weight < 0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * (1.0 - weight)
+
+
+@njit(**_OPT_OPTS)
+def _sgd_update(p, gr, buf, lr, wd, momentum, dampening, nesterov, maximize, first):
+    for i in range(p.size):
+        g = -gr[i] if maximize else gr[i]
+        if wd != 0.0:
+            g = g + wd * p[i]
+        if momentum != 0.0:
+            if first:
+                b = g
+            else:
+                b = momentum * buf[i] + (1.0 - dampening) * g
+            buf[i] = b
+            if nesterov:
+                g = g + momentum * buf[i]
+            else:
+                g = buf[i]
+        p[i] = p[i] - lr * g
+
+
+def sgd_update(param, grad, momentum_buffer, lr, weight_decay, momentum, dampening, nesterov, maximize, first_step):
+    """SGD with optional momentum/dampening/nesterov/weight decay, in place. On the first
+    step the momentum buffer is set to the (decayed) gradient, as in torch."""
+    used = [param] + ([momentum_buffer] if momentum != 0 else [])
+    if not _opt_fused_ok(grad, *used):
+        return _reference("sgd_update")(param, grad, momentum_buffer, lr, weight_decay, momentum, dampening,
+                                        nesterov, maximize, first_step)
+    (buf,) = _opt_args(param, momentum_buffer)
+    _sgd_update(param.reshape(-1), _flat(grad), buf, float(lr), float(weight_decay), float(momentum),
+                float(dampening), bool(nesterov), bool(maximize), bool(first_step))
+
+
+@njit(**_OPT_OPTS)
+def _adam_update(p, gr, m, v, vmax, lr, beta1, beta2, eps, wd, decoupled, amsgrad, maximize, bc1, bc2_sqrt):
+    step_size = lr / bc1
+    decay = 1.0 - lr * wd
+    w1 = 1.0 - beta1
+    w2 = 1.0 - beta2
+    for i in range(p.size):
+        g = -gr[i] if maximize else gr[i]
+        if wd != 0.0:
+            if decoupled:
+                p[i] = p[i] * decay
+            else:
+                g = g + wd * p[i]
+        m[i] = _lerp(m[i], g, w1)
+        v[i] = v[i] * beta2 + w2 * g * g
+        if amsgrad:
+            if v[i] > vmax[i]:
+                vmax[i] = v[i]
+            second = vmax[i]
+        else:
+            second = v[i]
+        denom = math.sqrt(second) / bc2_sqrt + eps
+        p[i] = p[i] - step_size * m[i] / denom
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
+                decoupled, amsgrad, maximize, bias_correction1, bias_correction2_sqrt):
+    """Adam / AdamW (``decoupled``) with optional amsgrad, in place."""
+    used = [param, exp_avg, exp_avg_sq] + ([max_exp_avg_sq] if amsgrad else [])
+    if not _opt_fused_ok(grad, *used):
+        return _reference("adam_update")(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps,
+                                         weight_decay, decoupled, amsgrad, maximize, bias_correction1,
+                                         bias_correction2_sqrt)
+    (vmax,) = _opt_args(param, max_exp_avg_sq)
+    _adam_update(param.reshape(-1), _flat(grad), exp_avg.reshape(-1), exp_avg_sq.reshape(-1), vmax,
+                 float(lr), float(beta1), float(beta2), float(eps), float(weight_decay), bool(decoupled),
+                 bool(amsgrad), bool(maximize), float(bias_correction1), float(bias_correction2_sqrt))
+
+
+@njit(**_OPT_OPTS)
+def _rmsprop_update(p, gr, sq, ga, buf, lr, alpha, eps, wd, momentum, centered, maximize):
+    w = 1.0 - alpha
+    for i in range(p.size):
+        g = -gr[i] if maximize else gr[i]
+        if wd != 0.0:
+            g = g + wd * p[i]
+        sq[i] = sq[i] * alpha + w * g * g
+        if centered:
+            ga[i] = _lerp(ga[i], g, w)
+            avg = math.sqrt(sq[i] - ga[i] * ga[i])
+        else:
+            avg = math.sqrt(sq[i])
+        avg = avg + eps
+        if momentum > 0.0:
+            buf[i] = buf[i] * momentum + g / avg
+            p[i] = p[i] - lr * buf[i]
+        else:
+            p[i] = p[i] - lr * g / avg
+
+
+def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps, weight_decay, momentum,
+                   centered, maximize):
+    """RMSprop with optional momentum and centering, in place."""
+    used = [param, square_avg] + ([grad_avg] if centered else []) + ([momentum_buffer] if momentum > 0 else [])
+    if not _opt_fused_ok(grad, *used):
+        return _reference("rmsprop_update")(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps,
+                                            weight_decay, momentum, centered, maximize)
+    ga, buf = _opt_args(param, grad_avg, momentum_buffer)
+    _rmsprop_update(param.reshape(-1), _flat(grad), square_avg.reshape(-1), ga, buf, float(lr), float(alpha),
+                    float(eps), float(weight_decay), float(momentum), bool(centered), bool(maximize))
+
+
+@njit(**_OPT_OPTS)
+def _adagrad_update(p, gr, s, clr, wd, eps, maximize):
+    for i in range(p.size):
+        g = -gr[i] if maximize else gr[i]
+        if wd != 0.0:
+            g = g + wd * p[i]
+        s[i] = s[i] + g * g
+        p[i] = p[i] - clr * g / (math.sqrt(s[i]) + eps)
+
+
+def adagrad_update(param, grad, state_sum, clr, weight_decay, eps, maximize):
+    """Adagrad, in place; ``clr`` is the decayed rate ``lr / (1 + (step - 1) * lr_decay)``."""
+    if not _opt_fused_ok(grad, param, state_sum):
+        return _reference("adagrad_update")(param, grad, state_sum, clr, weight_decay, eps, maximize)
+    _adagrad_update(param.reshape(-1), _flat(grad), state_sum.reshape(-1), float(clr), float(weight_decay),
+                    float(eps), bool(maximize))

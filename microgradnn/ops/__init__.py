@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..autograd import Function
-from . import elementwise, linalg, nn, reduce, shape
+from . import elementwise, linalg, nn, recurrent, reduce, shape
 
-MODULES = (elementwise, linalg, nn, reduce, shape)
+MODULES = (elementwise, linalg, nn, reduce, shape, recurrent)
 
 
 def all_primitives() -> list[type[Function]]:
