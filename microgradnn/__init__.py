@@ -20,6 +20,8 @@ from .backend import DeviceError, cuda_is_available
 from .dtypes import ALIASES as _ALIASES
 from .dtypes import bool_, float16, float32, float64, int8, int16, int32, int64, uint8
 from .gradcheck import GradcheckError, gradcheck
+from .checkpoint import CheckpointError, CheckpointNotFoundError, load, save
+from . import optim
 from .scalar import Value
 from .tensor import (
     Tensor,

@@ -1,0 +1,407 @@
+"""Checkpoints: ``mg.save(obj, path)`` and ``mg.load(path)``, with no pickle anywhere.
+
+``obj`` is a (nested) dict / list / tuple of arrays, Tensors, numbers, strings, bools and
+``None`` — typically::
+
+    mg.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+             "scheduler": sched.state_dict(), "rng": mg.get_rng_state(), "step": 10}, "ckpt.safetensors")
+
+The file is ONE safetensors file: every array is a safetensors tensor, named by its path
+in ``obj`` (``model.rnn.weight_ih_l0``, ``optimizer.state.0.exp_avg``), and everything else
+is JSON in the header's ``__metadata__`` (``format``, ``version``, ``structure``). The JSON
+keeps what plain JSON would lose, with tagged objects:
+
+* ``{"$tensor": name, "kind": "ndarray" | "Tensor" | "Parameter", ...}`` — an array;
+* ``{"$np": "float32", "v": 1.5}`` — a numpy scalar (its type comes back too);
+* ``{"$float": "inf"}`` — a non-finite float; ``{"$tuple": [...]}`` — a tuple;
+* ``{"$dict": [[key, value], ...]}`` — a dict whose keys are not all plain strings
+  (an optimizer's ``{0: {...}}`` state, say); the keys come back with their types.
+
+Python ints of any size (the RNG state has 128-bit ones) and floats round-trip exactly.
+Any safetensors reader can open the arrays; ``mg.load`` of a plain safetensors file (a
+Hugging Face model, say) returns its ``{name: array}`` dict.
+
+Saving is atomic: the bytes go to a temporary file in the same directory, which is flushed,
+fsync'ed and then renamed over ``path``; a crash leaves the old checkpoint intact.
+
+``mg.load`` also reads a PyTorch ``.pt`` / ``.pth`` file (``torch.load(...,
+weights_only=True)``, tensors become numpy arrays) when PyTorch is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+__all__ = ["save", "load", "CheckpointError", "CheckpointNotFoundError"]
+
+FORMAT = "microgradnn.checkpoint"
+VERSION = 1
+
+_SUPPORTED = {np.dtype(t) for t in (
+    np.bool_, np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64, np.int64,
+    np.float16, np.float32, np.float64, np.complex64,
+)}
+_NP_SCALAR_KINDS = "biuf"
+_CHUNK = 1 << 24  # bytes per write() call
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read (truncated, corrupt, unsupported content)."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """``mg.load`` was given a path where there is no file."""
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def _is_torch_tensor(obj: Any) -> bool:
+    return type(obj).__module__.startswith("torch") and hasattr(obj, "detach") and hasattr(obj, "numpy")
+
+
+def _is_cupy_array(obj: Any) -> bool:
+    return type(obj).__module__.startswith("cupy") and hasattr(obj, "get")
+
+
+def _path_str(path: list[str]) -> str:
+    return ".".join(path) if path else "<root>"
+
+
+class _Encoder:
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+        self._by_id: dict[int, str] = {}
+        self._keep: list[Any] = []  # keeps ids stable while encoding
+
+    def encode(self, obj: Any, path: list[str]) -> Any:
+        from .tensor import Tensor
+
+        if obj is None or isinstance(obj, (bool, str)):
+            return obj
+        if isinstance(obj, np.generic):  # before int/float: np.float64 is a float subclass
+            return self._scalar(obj, path)
+        if isinstance(obj, int):
+            return int(obj)
+        if isinstance(obj, float):
+            obj = float(obj)
+            return obj if math.isfinite(obj) else {"$float": repr(obj)}
+        if isinstance(obj, Tensor):
+            from .nn.module import Parameter
+
+            node = self._array(obj, obj._host(), path)
+            node["kind"] = "Parameter" if isinstance(obj, Parameter) else "Tensor"
+            node["requires_grad"] = bool(obj.requires_grad)
+            return node
+        if isinstance(obj, np.ndarray):
+            return self._array(obj, obj, path)
+        if _is_cupy_array(obj):
+            return self._array(obj, obj.get(), path)
+        if _is_torch_tensor(obj):
+            return self._array(obj, obj.detach().cpu().numpy(), path)
+        if isinstance(obj, dict):
+            keys = list(obj.keys())
+            if all(isinstance(k, str) and not k.startswith("$") for k in keys):
+                return {k: self.encode(v, path + [k]) for k, v in obj.items()}
+            return {"$dict": [[self._key(k, path), self.encode(v, path + [str(k)])] for k, v in obj.items()]}
+        if isinstance(obj, list):
+            return [self.encode(v, path + [str(i)]) for i, v in enumerate(obj)]
+        if isinstance(obj, tuple):
+            return {"$tuple": [self.encode(v, path + [str(i)]) for i, v in enumerate(obj)]}
+        raise TypeError(
+            f"mg.save: can't save {type(obj).__module__}.{type(obj).__qualname__} at {_path_str(path)!r}: a "
+            "checkpoint holds arrays, Tensors, numbers, strings, bools, None and dicts/lists/tuples of them"
+        )
+
+    def _key(self, key: Any, path: list[str]) -> Any:
+        if key is None or isinstance(key, (bool, str, int, float, tuple, np.generic)):
+            return self.encode(key, path)
+        raise TypeError(f"mg.save: can't save a dict key of type {type(key).__name__} at {_path_str(path)!r}: "
+                        "keys must be strings, numbers, bools, None or tuples of them")
+
+    def _scalar(self, obj: np.generic, path: list[str]) -> Any:
+        dtype = obj.dtype
+        if dtype.kind not in _NP_SCALAR_KINDS or dtype.itemsize > 8:
+            # e.g. complex or long double: keep it exact as a 0-d array
+            node = self._array(obj, np.asarray(obj), path)
+            node["kind"] = "scalar"
+            return node
+        if dtype.kind == "b":
+            value: Any = bool(obj)
+        elif dtype.kind in "iu":
+            value = int(obj)
+        else:
+            value = float(obj)  # exact for float16/32/64
+            if not math.isfinite(value):
+                value = {"$float": repr(value)}
+        return {"$np": dtype.name, "v": value}
+
+    def _array(self, original: Any, array: np.ndarray, path: list[str]) -> dict[str, Any]:
+        name = self._by_id.get(id(original))
+        if name is None:
+            dtype = array.dtype
+            if dtype.byteorder not in ("=", "|"):
+                array = array.astype(dtype.newbyteorder("="))
+            if array.dtype not in _SUPPORTED:
+                raise TypeError(f"mg.save: can't save an array of dtype {array.dtype} at {_path_str(path)!r}: "
+                                f"supported dtypes are {', '.join(sorted(str(d) for d in _SUPPORTED))}")
+            base = _path_str(path)
+            name, n = base, 1
+            while name in self.arrays:
+                name, n = f"{base}#{n}", n + 1
+            self.arrays[name] = np.ascontiguousarray(array)
+            self._by_id[id(original)] = name
+            self._keep.append(original)
+        return {"$tensor": name, "kind": "ndarray"}
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+class _Decoder:
+    def __init__(self, arrays: dict[str, np.ndarray], backend: Any, path: str) -> None:
+        self.arrays = arrays
+        self.backend = backend
+        self.path = path
+        self._made: dict[tuple[str, str], Any] = {}
+
+    def decode(self, node: Any) -> Any:
+        if node is None or isinstance(node, (bool, str, int, float)):
+            return node
+        if isinstance(node, list):
+            return [self.decode(v) for v in node]
+        if not isinstance(node, dict):
+            raise CheckpointError(f"mg.load: {self.path}: unexpected {type(node).__name__} in the structure")
+        if "$tensor" in node:
+            return self._array(node)
+        if "$np" in node:
+            value = node["v"]
+            if isinstance(value, dict):
+                value = self.decode(value)
+            return np.dtype(node["$np"]).type(value)
+        if "$float" in node:
+            return float(node["$float"])
+        if "$tuple" in node:
+            return tuple(self.decode(v) for v in node["$tuple"])
+        if "$dict" in node:
+            return {self._hashable(self.decode(k)): self.decode(v) for k, v in node["$dict"]}
+        return {k: self.decode(v) for k, v in node.items()}
+
+    @staticmethod
+    def _hashable(key: Any) -> Any:
+        return tuple(key) if isinstance(key, list) else key
+
+    def _array(self, node: dict[str, Any]) -> Any:
+        name, kind = node["$tensor"], node.get("kind", "ndarray")
+        memo = (name, kind)
+        if memo in self._made:  # the same object saved twice comes back as one object
+            return self._made[memo]
+        try:
+            array = self.arrays[name]
+        except KeyError:
+            raise CheckpointError(f"mg.load: {self.path} is corrupt: its structure names a tensor {name!r} "
+                                  "that the file does not hold") from None
+        if kind == "scalar":
+            out = array.reshape(()).copy()[()]
+        else:
+            if self.backend is not None and self.backend.name != "cpu":
+                array = self.backend.xp.asarray(array)
+            if kind in ("Tensor", "Parameter"):
+                from .backend import get_backend
+                from .tensor import Tensor
+
+                backend = self.backend or get_backend("cpu")
+                out = Tensor(array, backend, requires_grad=bool(node.get("requires_grad", False)))
+                if kind == "Parameter":
+                    from .nn.module import Parameter
+
+                    out = Parameter(out, requires_grad=out.requires_grad)
+            else:
+                out = array
+        self._made[memo] = out
+        return out
+
+
+# ----------------------------------------------------------------------------- save
+
+
+def _write_all(f: Any, data: bytes) -> None:
+    view = memoryview(data)
+    for start in range(0, len(view), _CHUNK):
+        f.write(view[start : start + _CHUNK])
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories can't be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save(obj: Any, path: "str | os.PathLike[str]") -> None:
+    """Write ``obj`` (nested dicts/lists/tuples of arrays, Tensors, numbers, strings, bools,
+    None) to ``path`` as one safetensors file, atomically."""
+    import safetensors.numpy
+
+    path = os.fspath(path)
+    encoder = _Encoder()
+    root = encoder.encode(obj, [])
+    metadata = {
+        "format": FORMAT,
+        "version": str(VERSION),
+        "structure": json.dumps(root, allow_nan=False, ensure_ascii=False, separators=(",", ":")),
+    }
+    data = safetensors.numpy.save(encoder.arrays, metadata=metadata)
+
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"mg.save: can't write {path}: directory {directory} does not exist")
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _write_all(f, data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def _sniff(head: bytes) -> str:
+    if head[:4] == b"PK\x03\x04":
+        return "torch"  # torch.save's zip format (PyTorch >= 1.6)
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"  # 8-byte header length, then the JSON header
+    if head[:1] == b"\x80":
+        return "torch"  # torch.save's legacy pickle stream
+    return "unknown"
+
+
+def load(path: "str | os.PathLike[str]", device: Any = None) -> Any:
+    """Read a checkpoint written by :func:`save` (or a plain safetensors file, or a PyTorch
+    ``.pt``/``.pth`` file). Arrays come back as numpy arrays — CuPy arrays, and Tensors on
+    the GPU, with ``device="cuda"``. Raises :class:`CheckpointError` for a truncated or
+    corrupt file and :class:`CheckpointNotFoundError` when there is none."""
+    path = os.fspath(path)
+    backend = None
+    if device is not None:
+        from .backend import get_backend
+
+        backend = get_backend(device)
+    if not os.path.exists(path):
+        raise CheckpointNotFoundError(f"mg.load: no checkpoint at {path}: the file does not exist")
+    if os.path.isdir(path):
+        raise CheckpointError(f"mg.load: {path} is a directory, not a checkpoint file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise CheckpointError(f"mg.load: can't read {path}: {exc}") from None
+    kind = _sniff(data[:16])
+    if kind == "torch":
+        return _load_torch(path, backend)
+    if kind == "unknown":
+        if not data:
+            raise CheckpointError(f"mg.load: {path} is empty (a checkpoint whose writing was cut off?)")
+        raise CheckpointError(f"mg.load: {path} is truncated or corrupt, or not a checkpoint: it is neither a "
+                              "safetensors file (what mg.save writes) nor a PyTorch file")
+    return _load_safetensors(path, data, backend)
+
+
+def _load_safetensors(path: str, data: bytes, backend: Any) -> Any:
+    import safetensors.numpy
+
+    n = int.from_bytes(data[:8], "little")
+    if 8 + n > len(data):
+        raise CheckpointError(f"mg.load: {path} is truncated: its header claims {n} bytes but the file has only "
+                              f"{len(data)} bytes in all")
+    try:
+        header = json.loads(data[8 : 8 + n])
+        metadata = header.get("__metadata__") or {}
+    except (ValueError, AttributeError) as exc:
+        raise CheckpointError(f"mg.load: {path} is corrupt: its header is not valid JSON ({exc})") from None
+    try:
+        raw = safetensors.numpy.load(data)
+    except Exception as exc:  # SafetensorError and friends
+        raise CheckpointError(f"mg.load: {path} is truncated or corrupt ({type(exc).__name__}: {exc})") from None
+    arrays = {name: np.array(a, copy=True) for name, a in raw.items()}  # writable and aligned
+
+    if metadata.get("format") != FORMAT:  # a plain safetensors file: its tensors by name
+        if backend is not None and backend.name != "cpu":
+            return {k: backend.xp.asarray(v) for k, v in arrays.items()}
+        return arrays
+    try:
+        version = int(metadata.get("version", "1"))
+    except ValueError:
+        raise CheckpointError(f"mg.load: {path} is corrupt: bad format version {metadata.get('version')!r}") from None
+    if version > VERSION:
+        raise CheckpointError(f"mg.load: {path} was written by a newer microgradnn (checkpoint format {version}, "
+                              f"this one reads up to {VERSION}): upgrade microgradnn")
+    try:
+        structure = json.loads(metadata["structure"])
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"mg.load: {path} is corrupt: its structure is missing or not valid JSON ({exc})") from None
+    try:
+        return _Decoder(arrays, backend, path).decode(structure)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"mg.load: {path} is corrupt: malformed structure ({type(exc).__name__}: {exc})") from None
+
+
+def _load_torch(path: str, backend: Any) -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(
+            f"mg.load: {path} is a PyTorch file; reading it needs PyTorch, which is not installed: "
+            "pip install torch (or convert the file to safetensors where PyTorch is installed)"
+        ) from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"mg.load: can't read PyTorch file {path} (truncated, corrupt, or holding more than "
+                              f"tensors and plain data): {type(exc).__name__}: {exc}") from None
+    return _from_torch(obj, torch, backend)
+
+
+def _from_torch(obj: Any, torch: Any, backend: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu()
+        if t.dtype == torch.bfloat16:  # numpy has no bfloat16: widen exactly
+            t = t.float()
+        array = t.numpy().copy()
+        if backend is not None and backend.name != "cpu":
+            array = backend.xp.asarray(array)
+        return array
+    if isinstance(obj, OrderedDict):
+        return OrderedDict((k, _from_torch(v, torch, backend)) for k, v in obj.items())
+    if isinstance(obj, dict):
+        return {k: _from_torch(v, torch, backend) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_from_torch(v, torch, backend) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_from_torch(v, torch, backend) for v in obj)
+    return obj
