@@ -330,6 +330,32 @@ class Tensor(Variable):
         self.data[...] = _random(self._backend).normal(mean, std, self.shape).astype(self.dtype)
         return self
 
+    def _inplace_or_new(self, name: str, inplace: Callable[[], Any], new: Callable[[], "Tensor"]) -> "Tensor":
+        """``x += y`` and friends: in place when no graph is being recorded for ``x`` (the
+        optimizer-update case, ``with mg.no_grad(): p -= lr * p.grad``); as PyTorch, an
+        error for a leaf that requires grad; otherwise a new node (the name is rebound)."""
+        if not (self.requires_grad and autograd.is_grad_enabled()):
+            inplace()
+            return self
+        if self.is_leaf:
+            raise RuntimeError(
+                f"{name}: a leaf tensor that requires grad can't be modified in place while grad is enabled; "
+                f"wrap the update in `with mg.no_grad():`"
+            )
+        return new()
+
+    def __iadd__(self, other: Any) -> "Tensor":
+        return self._inplace_or_new("+=", lambda: self.data.__iadd__(self._value(other)), lambda: self + other)
+
+    def __isub__(self, other: Any) -> "Tensor":
+        return self._inplace_or_new("-=", lambda: self.data.__isub__(self._value(other)), lambda: self - other)
+
+    def __imul__(self, other: Any) -> "Tensor":
+        return self._inplace_or_new("*=", lambda: self.data.__imul__(self._value(other)), lambda: self * other)
+
+    def __itruediv__(self, other: Any) -> "Tensor":
+        return self._inplace_or_new("/=", lambda: self.data.__itruediv__(self._value(other)), lambda: self / other)
+
     def __setitem__(self, index: Any, value: Any) -> None:
         self._check_inplace("__setitem__")
         self.data[_unwrap_index(index)] = self._value(value)
