@@ -1,0 +1,494 @@
+"""Entry-point discovery for every pluggable kind of component.
+
+Each kind has one entry-point group, ``"microgradnn." + kind``::
+
+    microgradnn.layers  microgradnn.cells      microgradnn.losses    microgradnn.optimizers
+    microgradnn.schedulers  microgradnn.finetune  microgradnn.datasets  microgradnn.metrics
+
+The built-ins are registered in microgradnn's own ``pyproject.toml`` through the very same
+groups, so a third-party plugin and a built-in travel one path. A plugin distribution
+declares, in *its* ``pyproject.toml``::
+
+    [project.entry-points."microgradnn.cells"]
+    indrnn = "my_plugin.cells:IndRNNCell"
+
+and, once installed, ``cell: indrnn`` works in a spec.
+
+How it behaves, and why:
+
+* **Lazy.** :func:`names` and :func:`entries` read installed metadata only (a few small
+  text files). :func:`get` imports only the one module behind the name it is asked for,
+  so a spec naming ``lstm`` never imports a slow or broken plugin it does not use.
+* **A broken plugin never takes the rest down.** One that fails to import, or that
+  registers the wrong kind of thing (an "optimizer" that is not an Optimizer), is
+  reported once, as a :class:`PluginWarning` naming its distribution and the error, and
+  is listed by :func:`failures`. Asking for it by name raises :class:`RegistryError`.
+* **Name clashes are explicit.** Two distributions claiming one name make
+  ``get(kind, name)`` raise an error naming both; ``"dist:name"`` picks one.
+* **Typos get a did-you-mean** (``difflib``), as everywhere in microgradnn.
+
+What each kind's object is (the registry checks it on load; a factory function that
+returns such an object is accepted wherever a class is):
+
+============  =====================================================================
+kind          registered object, called with the component's options
+============  =====================================================================
+layers        a :class:`~microgradnn.nn.Module` subclass
+cells         a Module subclass (or factory) ``cell(input_size, hidden_size, **opts)``
+losses        a Module subclass, called ``loss(output, target)`` once built
+optimizers    an :class:`~microgradnn.optim.Optimizer` subclass ``(params, **opts)``
+schedulers    an ``LRScheduler`` subclass ``(optimizer, **opts)``
+finetune      a strategy class with ``apply(model)``
+datasets      a factory ``(**opts) -> DataModule``
+metrics       a class with ``update``, ``compute`` and ``reset``
+============  =====================================================================
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata as metadata
+import inspect
+import re
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+__all__ = [
+    "KINDS", "GROUP_PREFIX", "Entry", "Failure", "RegistryError", "PluginWarning",
+    "get", "get_entry", "names", "entries", "failures", "load_all",
+    "register", "unregister", "cache_clear", "group", "suggest", "singular", "rnn_relu_cell",
+]
+
+KINDS: tuple[str, ...] = ("layers", "cells", "losses", "optimizers", "schedulers", "finetune", "datasets", "metrics")
+GROUP_PREFIX = "microgradnn."
+
+#: The distribution name shown for components registered in-process with :func:`register`.
+IN_PROCESS = "<in-process>"
+
+
+class RegistryError(LookupError):
+    """An unknown, ambiguous or broken component name. The message says which, and what to do."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin failed to load or registered the wrong kind of object (reported once)."""
+
+
+@dataclass
+class Entry:
+    """One registered component: ``name`` in ``kind``, from distribution ``dist``.
+
+    ``value`` is the entry point's ``"module:attribute"`` (or a repr for in-process ones).
+    ``status`` is ``"not loaded"`` until :func:`get` (or ``entries(load=True)``) imports
+    it, then ``"ok"`` or ``"failed"`` (``error`` says why). ``clash`` names the other
+    distributions that claim the same name, if any."""
+
+    name: str
+    kind: str
+    value: str
+    dist: str
+    version: str
+    status: str = "not loaded"
+    error: str | None = None
+    clash: tuple[str, ...] = ()
+    _ep: Any = field(default=None, repr=False, compare=False)
+    _obj: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def qualified_name(self) -> str:
+        """``"dist:name"``: the spelling that picks this entry when two claim the name."""
+        return f"{self.dist}:{self.name}"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A plugin that could not be used: which one, from where, and the error."""
+
+    kind: str
+    name: str
+    dist: str
+    version: str
+    value: str
+    error: str
+
+    def __str__(self) -> str:
+        where = f"distribution '{self.dist}'" + (f" {self.version}" if self.version else "")
+        what = f"{self.kind} plugin '{self.name}'" if self.name else "plugin metadata"
+        return f"{what} ({self.value}) from {where} failed: {self.error}"
+
+
+# ----------------------------------------------------------------------------- state
+# Discovery results are cached per process; cache_clear() forgets them (tests, or after
+# installing a plugin into a running interpreter).
+
+_lock = threading.RLock()
+_discovered: dict[str, list[Entry]] | None = None
+_in_process: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+_failures: list[Failure] = []
+_reported: set[tuple[str, str, str, str]] = set()
+
+
+def group(kind: str) -> str:
+    """The entry-point group of ``kind``: ``"microgradnn.cells"`` for ``"cells"``."""
+    _check_kind_name(kind)
+    return GROUP_PREFIX + kind
+
+
+def _check_kind_name(kind: str) -> None:
+    if kind not in KINDS:
+        raise RegistryError(f"unknown component kind {kind!r}; kinds are {', '.join(KINDS)}"
+                            + _did_you_mean(kind, KINDS))
+
+
+def _normalize(dist: str) -> str:
+    """PEP 503 name normalisation: ``My_Plugin`` and ``my-plugin`` are one distribution."""
+    return re.sub(r"[-_.]+", "-", dist).lower()
+
+
+def suggest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    """Close matches for a misspelt ``word`` (case-insensitive first, then ``difflib``)."""
+    choices = list(dict.fromkeys(choices))
+    lowered = [c for c in choices if c.lower() == str(word).lower() and c != word]
+    close = difflib.get_close_matches(str(word), choices, n=n, cutoff=0.6)
+    return list(dict.fromkeys(lowered + close))[:n]
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = suggest(word, choices)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def _report(failure: Failure) -> None:
+    """Record a failure and warn about it, once per (kind, name, dist, error)."""
+    key = (failure.kind, failure.name, failure.dist, failure.error)
+    with _lock:
+        if key in _reported:
+            return
+        _reported.add(key)
+        _failures.append(failure)
+    warnings.warn(f"microgradnn: {failure}; everything else keeps working", PluginWarning, stacklevel=3)
+
+
+# ----------------------------------------------------------------------------- discovery
+
+
+def _scan() -> dict[str, list[Entry]]:
+    """Read every installed distribution's entry points in the ``microgradnn.*`` groups.
+
+    Distributions are walked one by one (rather than one ``entry_points()`` call) so
+    that one with broken metadata is reported and skipped instead of failing them all.
+    As ``importlib.metadata`` does, the first distribution of a name on ``sys.path`` wins.
+    """
+    found: dict[str, list[Entry]] = {kind: [] for kind in KINDS}
+    seen: set[str] = set()
+    for dist in metadata.distributions():
+        dist_name = "?"
+        try:
+            dist_name = dist.metadata["Name"] or "?"
+            norm = _normalize(dist_name)
+            if norm in seen:
+                continue
+            seen.add(norm)
+            version = dist.version or ""
+            for ep in dist.entry_points:
+                if not ep.group.startswith(GROUP_PREFIX):
+                    continue
+                kind = ep.group[len(GROUP_PREFIX):]
+                if kind not in KINDS:
+                    _report(Failure("?", ep.name, dist_name, version, ep.value,
+                                    f"unknown entry-point group '{ep.group}'; groups are "
+                                    + ", ".join(GROUP_PREFIX + k for k in KINDS)
+                                    + _did_you_mean(kind, KINDS)))
+                    continue
+                found[kind].append(Entry(ep.name, kind, ep.value, dist_name, version, _ep=ep))
+        except Exception as exc:  # broken metadata of one distribution
+            _report(Failure("?", "", dist_name, "", str(getattr(dist, "_path", "?")),
+                            f"unreadable metadata: {type(exc).__name__}: {exc}"))
+    if "microgradnn" not in seen:
+        _add_source_tree_builtins(found)
+    return found
+
+
+def _add_source_tree_builtins(found: dict[str, list[Entry]]) -> None:
+    """Running from a source checkout that was never ``pip install``-ed: read the built-ins'
+    entry points from the checkout's own ``pyproject.toml``, the same table an install
+    would have written, so there is still one list of built-ins."""
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    if not pyproject.is_file():
+        return
+    try:
+        import tomllib  # Python 3.11+
+    except ImportError:  # pragma: no cover - Python 3.10 without an install
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ImportError:
+            return
+    try:
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+    except Exception as exc:
+        _report(Failure("?", "", "microgradnn", "", str(pyproject), f"unreadable pyproject.toml: {exc}"))
+        return
+    if project.get("name") != "microgradnn":
+        return
+    version = str(project.get("version", ""))
+    for grp, table in project.get("entry-points", {}).items():
+        kind = grp[len(GROUP_PREFIX):] if grp.startswith(GROUP_PREFIX) else None
+        if kind not in KINDS:
+            continue
+        for name, value in table.items():
+            ep = metadata.EntryPoint(name=name, value=value, group=grp)
+            found[kind].append(Entry(name, kind, value, "microgradnn", version, _ep=ep))
+
+
+def _discovered_entries() -> dict[str, list[Entry]]:
+    global _discovered
+    with _lock:
+        if _discovered is None:
+            _discovered = _scan()
+        return _discovered
+
+
+def _all(kind: str) -> list[Entry]:
+    """Installed entries and in-process ones of ``kind``, with clashes marked."""
+    _check_kind_name(kind)
+    with _lock:
+        items = list(_discovered_entries()[kind]) + list(_in_process[kind].values())
+    by_name: dict[str, list[Entry]] = {}
+    for e in items:
+        by_name.setdefault(e.name, []).append(e)
+    for same in by_name.values():
+        for e in same:
+            e.clash = tuple(o.dist for o in same if o is not e)
+    return items
+
+
+# ----------------------------------------------------------------------------- kind checks
+
+
+def _callable_error(kind: str, obj: Any) -> str | None:
+    """Why ``obj`` can't be a ``kind`` component, or None when it can."""
+    if not callable(obj):
+        return f"{obj!r} is not callable (register a class or a factory function)"
+    if kind in ("layers", "cells", "losses"):
+        from .nn.module import Module
+
+        if isinstance(obj, Module):
+            return f"{type(obj).__name__} instance registered; register the class (or a factory), not an instance"
+        if inspect.isclass(obj) and not issubclass(obj, Module):
+            return f"{obj.__module__}.{obj.__qualname__} is not a microgradnn.nn.Module subclass"
+        if kind == "cells":
+            try:
+                inspect.signature(obj).bind(1, 1)
+            except TypeError:
+                return (f"{getattr(obj, '__qualname__', obj)!r} can't be called as cell(input_size, hidden_size, "
+                        "**options)")
+            except ValueError:  # no signature available (a builtin): trust it
+                pass
+    elif kind == "optimizers":
+        from .optim.optimizer import Optimizer
+
+        if inspect.isclass(obj) and not issubclass(obj, Optimizer):
+            return f"{obj.__module__}.{obj.__qualname__} is not a microgradnn.optim.Optimizer subclass"
+    elif kind == "schedulers":
+        from .optim.lr_scheduler import LRScheduler
+
+        if inspect.isclass(obj) and not issubclass(obj, LRScheduler):
+            return f"{obj.__module__}.{obj.__qualname__} is not a microgradnn.optim.lr_scheduler.LRScheduler subclass"
+    elif kind == "finetune":
+        if inspect.isclass(obj) and not callable(getattr(obj, "apply", None)):
+            return f"{obj.__module__}.{obj.__qualname__} has no apply(model) method (not a fine-tuning strategy)"
+    elif kind == "metrics":
+        if inspect.isclass(obj):
+            missing = [m for m in ("update", "compute", "reset") if not callable(getattr(obj, m, None))]
+            if missing:
+                return f"{obj.__module__}.{obj.__qualname__} lacks {', '.join(missing)} (not a metric)"
+    return None
+
+
+# ----------------------------------------------------------------------------- lookup
+
+
+def _find(kind: str, name: str) -> Entry:
+    if not isinstance(name, str) or not name:
+        raise RegistryError(f"a {kind[:-1] if kind.endswith('s') else kind} name must be a non-empty string, "
+                            f"got {name!r}")
+    items = _all(kind)
+    if ":" in name:
+        dist, _, short = name.partition(":")
+        matches = [e for e in items if e.name == short and _normalize(e.dist) == _normalize(dist)]
+        if matches:
+            return matches[-1]
+        owners = [e.qualified_name for e in items if e.name == short]
+        if owners:
+            raise RegistryError(f"{kind}: no distribution '{dist}' provides '{short}'; "
+                                f"it comes from {', '.join(owners)}")
+        name = short
+    matches = [e for e in items if e.name == name]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        who = " and ".join(f"'{e.dist}'" for e in matches)
+        picks = " or ".join(f"'{e.qualified_name}'" for e in matches)
+        raise RegistryError(f"{kind}: '{name}' is registered by {who}; pick one with {picks}")
+    known = sorted({e.name for e in items})
+    raise RegistryError(f"unknown {singular(kind)} '{name}'" + _did_you_mean(name, known)
+                        + (f" (known: {', '.join(known)})" if known else f" (no {kind} are registered)"))
+
+
+def singular(kind: str) -> str:
+    """``"cells"`` -> ``"cell"``, ``"finetune"`` -> ``"fine-tuning strategy"``: for messages."""
+    return {"finetune": "fine-tuning strategy", "losses": "loss", "datasets": "dataset"}.get(kind, kind.rstrip("s"))
+
+
+def _load(entry: Entry) -> Any:
+    with _lock:
+        if entry.status == "ok":
+            return entry._obj
+        if entry.status == "failed":
+            raise RegistryError(str(_failure_of(entry)))
+        try:
+            obj = entry._ep.load() if entry._ep is not None else entry._obj
+        except Exception as exc:
+            error = f"import failed: {type(exc).__name__}: {exc}"
+            cause: BaseException | None = exc
+        else:
+            error = _callable_error(entry.kind, obj)
+            cause = None
+            if error is not None:
+                error = f"wrong kind: {error}"
+        if error is not None:
+            entry.status, entry.error = "failed", error
+            failure = _failure_of(entry)
+            _report(failure)
+            raise RegistryError(str(failure)) from cause
+        entry.status, entry._obj = "ok", obj
+        return obj
+
+
+def _failure_of(entry: Entry) -> Failure:
+    return Failure(entry.kind, entry.name, entry.dist, entry.version, entry.value, entry.error or "")
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def get(kind: str, name: str) -> Any:
+    """The component registered as ``name`` in ``kind``, importing only its module.
+
+    ``name`` may be ``"dist:name"`` to choose between two distributions that claim it.
+    Raises :class:`RegistryError` for an unknown name (with a did-you-mean), a clash, or
+    a plugin that failed to load."""
+    return _load(_find(kind, name))
+
+
+def get_entry(kind: str, name: str) -> Entry:
+    """The :class:`Entry` for ``name`` (metadata only; nothing is imported)."""
+    return _find(kind, name)
+
+
+def names(kind: str) -> list[str]:
+    """Sorted names registered for ``kind`` (reads metadata; imports nothing)."""
+    return sorted({e.name for e in _all(kind)})
+
+
+def entries(kind: str | None = None, load: bool = False) -> list[Entry]:
+    """Every registered entry of ``kind`` (all kinds when None), sorted by kind and name.
+
+    With ``load=True`` each is imported first, so ``status`` says whether it works (what
+    ``mgnn plugins`` shows); a failure is then also in :func:`failures`."""
+    kinds = KINDS if kind is None else (kind,)
+    out: list[Entry] = []
+    for k in kinds:
+        items = _all(k)
+        if load:
+            for e in items:
+                try:
+                    _load(e)
+                except RegistryError:
+                    pass
+        out.extend(sorted(items, key=lambda e: (e.name, e.dist)))
+    return out
+
+
+def load_all(kind: str | None = None) -> list[Failure]:
+    """Import every entry (of ``kind``, or all): the failures found."""
+    entries(kind, load=True)
+    return failures()
+
+
+def failures() -> list[Failure]:
+    """Plugins reported as broken so far in this process (load errors, wrong kinds,
+    unreadable metadata). Lazy discovery means an unused plugin is only checked by
+    ``entries(load=True)`` / :func:`load_all`."""
+    _discovered_entries()
+    with _lock:
+        return list(_failures)
+
+
+def register(kind: str, name: str, obj: Any = None, *, dist: str = IN_PROCESS, version: str = "",
+             replace: bool = False) -> Any:
+    """Register ``obj`` as ``name`` in ``kind`` for this process only (tests, notebooks).
+
+    Checked at once (a wrong kind raises :class:`RegistryError`). Without ``obj`` it is a
+    decorator::
+
+        @registry.register("cells", "mycell")
+        class MyCell(mg.nn.Module): ...
+
+    ``dist`` names the (pretend) distribution, e.g. to exercise a name clash.
+    An in-process name that an installed distribution also claims is a clash like any
+    other; ``replace=True`` replaces an earlier in-process registration of the name."""
+    _check_kind_name(kind)
+    if not isinstance(name, str) or not name or ":" in name or name != name.strip():
+        raise RegistryError(f"a component name must be a non-empty string without ':' or surrounding spaces, "
+                            f"got {name!r}")
+    if obj is None:
+        return lambda o: register(kind, name, o, dist=dist, version=version, replace=replace)
+    error = _callable_error(kind, obj)
+    if error is not None:
+        raise RegistryError(f"can't register {name!r} as one of the {kind}: {error}")
+    with _lock:
+        if name in _in_process[kind] and not replace:
+            raise RegistryError(f"{kind}: '{name}' is already registered in this process; pass replace=True")
+        value = f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
+        _in_process[kind][name] = Entry(name, kind, value, dist, version, status="ok", _obj=obj)
+    return obj
+
+
+def unregister(kind: str, name: str) -> None:
+    """Forget an in-process registration (no error when there is none)."""
+    _check_kind_name(kind)
+    with _lock:
+        _in_process[kind].pop(name, None)
+
+
+def cache_clear() -> None:
+    """Forget discovered entry points, loaded objects and reported failures (in-process
+    registrations stay). The next lookup re-reads the installed metadata, so a plugin
+    installed since is seen."""
+    global _discovered
+    importlib.invalidate_caches()
+    with _lock:
+        _discovered = None
+        _failures.clear()
+        _reported.clear()
+
+
+# ----------------------------------------------------------------------------- built-in factories
+
+
+def rnn_relu_cell(input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
+                  dtype: Any = None) -> Any:
+    """The ``rnn_relu`` built-in cell: an Elman cell with a ReLU, ``RNNCell(nonlinearity="relu")``.
+
+    An entry point names one object, so the relu variant of ``RNNCell`` needs this small
+    factory to be a component of its own."""
+    from .nn.rnn import RNNCell
+
+    return RNNCell(input_size, hidden_size, bias=bias, nonlinearity="relu", device=device, dtype=dtype)
