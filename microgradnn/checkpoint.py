@@ -156,7 +156,7 @@ class _Encoder:
             name, n = base, 1
             while name in self.arrays:
                 name, n = f"{base}#{n}", n + 1
-            self.arrays[name] = np.ascontiguousarray(array)
+            self.arrays[name] = np.asarray(array, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
             self._by_id[id(original)] = name
             self._keep.append(original)
         return {"$tensor": name, "kind": "ndarray"}
@@ -270,18 +270,27 @@ def save(obj: Any, path: "str | os.PathLike[str]") -> None:
     if not os.path.isdir(directory):
         raise CheckpointError(f"mg.save: can't write {path}: directory {directory} does not exist")
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as exc:
+        raise CheckpointError(f"mg.save: can't write {path}: can't create a file in {directory} "
+                              f"({exc.strerror or exc})") from exc
     try:
         with os.fdopen(fd, "wb") as f:
             _write_all(f, data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        # whatever stopped us (a full disk, an exception, Ctrl-C), the file at ``path`` is
+        # still the previous checkpoint, and the half-written temporary goes
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"mg.save: can't write {path} ({exc.strerror or exc}); any previous file there "
+                                  "is unchanged") from exc
         raise
     _fsync_dir(directory)
 
@@ -289,13 +298,23 @@ def save(obj: Any, path: "str | os.PathLike[str]") -> None:
 # ----------------------------------------------------------------------------- load
 
 
-def _sniff(head: bytes) -> str:
+# torch.save's legacy (pre-1.6) format opens with a pickled magic number
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def _sniff(data: bytes) -> str:
+    """What a file is, from its bytes: "safetensors", "torch", "zip", "pickle" or "unknown"."""
+    head = data[:16]
     if head[:4] == b"PK\x03\x04":
-        return "torch"  # torch.save's zip format (PyTorch >= 1.6)
+        # torch.save's zip format (PyTorch >= 1.6) holds an ``<archive>/data.pkl`` entry;
+        # every entry's name is also in the central directory at the end of the file
+        return "torch" if b"data.pkl" in data else "zip"
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"  # 8-byte header length, then the JSON header
+    if data.startswith(_TORCH_LEGACY_MAGIC):
+        return "torch"
     if head[:1] == b"\x80":
-        return "torch"  # torch.save's legacy pickle stream
+        return "pickle"
     return "unknown"
 
 
@@ -319,9 +338,15 @@ def load(path: "str | os.PathLike[str]", device: Any = None) -> Any:
             data = f.read()
     except OSError as exc:
         raise CheckpointError(f"mg.load: can't read {path}: {exc}") from None
-    kind = _sniff(data[:16])
+    kind = _sniff(data)
     if kind == "torch":
         return _load_torch(path, backend)
+    if kind == "pickle":
+        raise CheckpointError(f"mg.load: {path} is a Python pickle, not a checkpoint: mg.load never unpickles "
+                              "(loading a pickle can run arbitrary code)")
+    if kind == "zip":
+        raise CheckpointError(f"mg.load: {path} is a zip archive but not a PyTorch checkpoint (it has no data.pkl "
+                              "entry), or a PyTorch checkpoint cut short")
     if kind == "unknown":
         if not data:
             raise CheckpointError(f"mg.load: {path} is empty (a checkpoint whose writing was cut off?)")
@@ -335,13 +360,21 @@ def _load_safetensors(path: str, data: bytes, backend: Any) -> Any:
 
     n = int.from_bytes(data[:8], "little")
     if 8 + n > len(data):
-        raise CheckpointError(f"mg.load: {path} is truncated: its header claims {n} bytes but the file has only "
-                              f"{len(data)} bytes in all")
+        raise CheckpointError(f"mg.load: {path} is truncated (or not a checkpoint): its header claims {n} bytes but "
+                              f"the file has only {len(data)} bytes in all")
     try:
         header = json.loads(data[8 : 8 + n])
         metadata = header.get("__metadata__") or {}
     except (ValueError, AttributeError) as exc:
         raise CheckpointError(f"mg.load: {path} is corrupt: its header is not valid JSON ({exc})") from None
+    try:  # the header says how long the file must be: check before the parser does
+        expected = 8 + n + max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+                               default=0)
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError):
+        expected = None  # malformed: safetensors' own check below reports it
+    if expected is not None and expected > len(data):
+        raise CheckpointError(f"mg.load: {path} is truncated: its header says the file is {expected} bytes long but "
+                              f"it has only {len(data)} (was its writing cut off, or its copy incomplete?)")
     try:
         raw = safetensors.numpy.load(data)
     except Exception as exc:  # SafetensorError and friends

@@ -18,6 +18,8 @@ class Adagrad(Optimizer):
     As in PyTorch, the state (``sum`` starting at ``initial_accumulator_value``) is created
     when a parameter joins the optimizer, not at its first step."""
 
+    _state_keys = ("step", "sum")
+
     def __init__(
         self,
         params: Iterable[Any],

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
+import numpy as np
+
 from ..tensor import Tensor
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
@@ -77,8 +79,10 @@ def clip_grad_norm_(
             "`error_if_nonfinite=False`"
         )
     clip_coef = xp.minimum(max_norm / (total + 1e-6), 1.0)
-    for p, g in grads:
-        g *= clip_coef.astype(g.dtype)
+    # a non-finite norm (allowed without error_if_nonfinite) makes NaNs quietly, as in torch
+    with np.errstate(invalid="ignore", over="ignore"):
+        for p, g in grads:
+            g *= clip_coef.astype(g.dtype)
     return Tensor(xp.asarray(total), backend)
 
 

@@ -93,6 +93,9 @@ class Optimizer:
     may define :meth:`_check_group` (validate and normalise one group's options) and
     :meth:`_init_state`."""
 
+    #: per-parameter state entries every non-empty saved state must hold (checked on load)
+    _state_keys: tuple[str, ...] = ()
+
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         self.defaults = dict(defaults)
         self.state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
@@ -118,6 +121,9 @@ class Optimizer:
         """Add a group of parameters with its own options (the defaults fill the rest)."""
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        if "params" not in param_group:
+            raise ValueError(f"a parameter group needs a 'params' entry (the Tensors to optimize), got keys "
+                             f"{sorted(param_group)}")
         params = param_group["params"]
         if isinstance(params, Tensor):
             params = [params]
@@ -126,6 +132,17 @@ class Optimizer:
                             "tensors in sets will change between runs; please use a list instead")
         else:
             params = list(params)
+        # model.named_parameters() works too, as in PyTorch: the names go into the group
+        # (and its state_dict) as "param_names"
+        names = None
+        named = [isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in params]
+        if any(named):
+            if not all(named):
+                raise ValueError("a parameter group mixes (name, Tensor) pairs and bare Tensors: use one or the other")
+            names = [name for name, _ in params]
+            params = [p for _, p in params]
+        if self.param_groups and ("param_names" in self.param_groups[0]) != (names is not None):
+            raise ValueError("all parameter groups should be given with names (named_parameters()) or all without")
         for p in params:
             if not isinstance(p, Tensor):
                 raise TypeError(f"optimizer can only optimize Tensors, but one of the params is {type(p).__name__}")
@@ -137,6 +154,8 @@ class Optimizer:
 
         group = dict(param_group)
         group["params"] = params
+        if names is not None:
+            group["param_names"] = names
         for name, default in self.defaults.items():
             if default is required and name not in group:
                 raise ValueError(f"parameter group didn't specify a value of required optimization parameter {name}")
@@ -236,14 +255,42 @@ class Optimizer:
             if idx not in by_index:
                 raise ValueError(f"loaded state dict has state for parameter {idx}, which no parameter group lists")
             p = by_index[idx]
-            new_state[p] = {key: self._restore_value(key, value, p) for key, value in values.items()}
+            if values:
+                lacking = [key for key in self._state_keys if key not in values]
+                if lacking:
+                    raise ValueError(
+                        f"loaded state dict's state for parameter {idx} lacks {', '.join(map(repr, lacking))}, which "
+                        f"{type(self).__name__} keeps (it has {', '.join(map(repr, values)) or 'nothing'}): was it "
+                        "saved by a different optimizer?"
+                    )
+            restored = {}
+            for key, value in values.items():
+                restored[key] = value = self._restore_value(key, value, p)
+                shape = getattr(value, "shape", None)
+                if shape is not None and key != "step" and tuple(shape) != tuple(p.shape):
+                    raise ValueError(f"loaded state dict's {key!r} for parameter {idx} has shape {tuple(shape)}, but "
+                                     f"that parameter has shape {tuple(p.shape)}: was it saved for a different model?")
+            new_state[p] = restored
 
         new_groups = []
-        for ours, saved in zip(self.param_groups, saved_groups):
+        for i, (ours, saved) in enumerate(zip(self.param_groups, saved_groups)):
             group = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
             group["params"] = ours["params"]
+            if "param_names" in ours and "param_names" not in group:
+                group["param_names"] = ours["param_names"]
+            # an option the saved group lacks (saved by an older version, as PyTorch's
+            # __setstate__ allows for) takes the constructor's value
+            for name, default in self.defaults.items():
+                if name not in group:
+                    if default is required:
+                        raise ValueError(f"loaded state dict's parameter group {i} has no value of {name!r}")
+                    group[name] = copy.deepcopy(default)
             if isinstance(group.get("betas"), list):
                 group["betas"] = tuple(group["betas"])
+            try:
+                self._check_group(group)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"loaded state dict's parameter group {i}: {exc}") from None
             new_groups.append(group)
         self.state = new_state
         self.param_groups = new_groups
@@ -268,7 +315,7 @@ class Optimizer:
         lines = [f"{type(self).__name__} ("]
         for i, group in enumerate(self.param_groups):
             lines.append(f"Parameter Group {i}")
-            for key in sorted(k for k in group if k != "params"):
+            for key in sorted(k for k in group if k not in ("params", "param_names")):
                 lines.append(f"    {key}: {group[key]}")
         lines.append(")")
         return "\n".join(lines)

@@ -19,6 +19,8 @@ class RMSprop(Optimizer):
         p = p - lr * g / avg                             # otherwise
     """
 
+    _state_keys = ("step", "square_avg")
+
     def __init__(
         self,
         params: Iterable[Any],

@@ -49,7 +49,34 @@ CONFIGS = {
         dict(lr=0.1, lr_decay=0.05, weight_decay=0.1, initial_accumulator_value=0.1, eps=1e-8),
     ],
 }
-CASES = [(name, cfg) for name, cfgs in CONFIGS.items() for cfg in cfgs]
+# More option combinations (kept apart so that the indices ``pick`` uses stay put)
+MORE_CONFIGS = {
+    "SGD": [
+        dict(lr=0.1, weight_decay=0.05),  # weight decay without momentum
+        dict(lr=0.05, momentum=0.9, nesterov=True, maximize=True, weight_decay=0.01),
+        dict(lr=0.05, momentum=0.7, dampening=0.7),
+    ],
+    "Adam": [
+        dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True),  # Adam's switch to AdamW's decay
+        dict(lr=0.01, amsgrad=True, maximize=True, weight_decay=0.01),
+        dict(lr=0.05, betas=(0.0, 0.5), eps=1e-3),
+    ],
+    "AdamW": [
+        dict(lr=0.01, maximize=True, weight_decay=0.05),
+        dict(lr=0.01, betas=(0.5, 0.9), eps=1e-6, weight_decay=0.5),
+    ],
+    "RMSprop": [
+        dict(lr=0.01, maximize=True, momentum=0.3),
+        dict(lr=0.01, centered=True, weight_decay=0.05, eps=1e-4),
+        dict(lr=0.002, alpha=0.5, momentum=0.9, centered=True, maximize=True),
+    ],
+    "Adagrad": [
+        dict(lr=0.1, maximize=True),
+        dict(lr=0.05, lr_decay=0.01),
+        dict(lr=0.1, initial_accumulator_value=1.0, weight_decay=0.01, maximize=True),
+    ],
+}
+CASES = [(name, cfg) for configs in (CONFIGS, MORE_CONFIGS) for name, cfgs in configs.items() for cfg in cfgs]
 IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in cfg.items())}" for name, cfg in CASES]
 
 
@@ -86,13 +113,13 @@ def torch_loss(params, x, y):
 class Pair:
     """The same MLP in microgradnn and torch, each with its optimizer."""
 
-    def __init__(self, name, groups_cfg, dtype=np.float64, seed=0):
+    def __init__(self, name, groups_cfg, dtype=np.float64, seed=0, device="cpu"):
         weights = initial_weights(seed)
         self.dtype = dtype
-        self.mp = [Parameter(mg.tensor(w.astype(dtype))) for w in weights]
+        self.mp = [Parameter(mg.tensor(w.astype(dtype), device=device)) for w in weights]
         self.tp = [torch.tensor(w.astype(dtype), requires_grad=True) for w in weights]
         X, Y = data()
-        self.mx, self.my = mg.tensor(X.astype(dtype)), mg.tensor(Y.astype(dtype))
+        self.mx, self.my = mg.tensor(X.astype(dtype), device=device), mg.tensor(Y.astype(dtype), device=device)
         self.tx, self.ty = torch.tensor(X.astype(dtype)), torch.tensor(Y.astype(dtype))
         if isinstance(groups_cfg, dict):
             mgroups, tgroups = self.mp, self.tp
@@ -117,7 +144,7 @@ class Pair:
 
     def compare(self, step, atol=ATOL, rtol=0.0):
         for i, (m, t) in enumerate(zip(self.mp, self.tp)):
-            np.testing.assert_allclose(m.data, t.detach().numpy(), atol=atol, rtol=rtol,
+            np.testing.assert_allclose(m.detach().cpu().numpy(), t.detach().numpy(), atol=atol, rtol=rtol,
                                        err_msg=f"parameter {i} after step {step}")
 
 
@@ -534,3 +561,229 @@ def test_clip_grad_value_matches_torch():
     for m, t in zip(mps, tps):
         np.testing.assert_array_equal(m.grad.numpy(), t.grad.numpy())
     assert mg.nn.utils.clip_grad_norm_ is mg.optim.clip_grad_norm_
+
+
+# ----------------------------------------------------------------------------- more torch parity
+
+RICH = {  # one demanding configuration per optimizer
+    "SGD": dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+    "Adam": dict(lr=0.02, amsgrad=True, weight_decay=0.05, eps=1e-6),
+    "AdamW": dict(lr=0.02, weight_decay=0.1, amsgrad=True),
+    "RMSprop": dict(lr=0.005, centered=True, momentum=0.5, weight_decay=0.1, alpha=0.9),
+    "Adagrad": dict(lr=0.1, lr_decay=0.05, weight_decay=0.1, initial_accumulator_value=0.1, eps=1e-8),
+}
+
+
+@pytest.mark.parametrize("name", list(RICH))
+def test_parameters_without_grad_on_some_steps_match_torch(name):
+    """A parameter with no gradient this step is skipped (its state and step count stay
+    put), as in torch: the first layer gets gradients only on even steps, the bias of the
+    second never."""
+    pair = Pair(name, RICH[name])
+    for step in range(STEPS):
+        for opt, params, loss_fn, x, y in ((pair.mopt, pair.mp, mg_loss, pair.mx, pair.my),
+                                          (pair.topt, pair.tp, torch_loss, pair.tx, pair.ty)):
+            opt.zero_grad()
+            loss_fn(params, x, y).backward()
+            if step % 2:
+                params[0].grad = params[1].grad = None
+            params[3].grad = None
+            opt.step()
+        pair.compare(step)
+    if name != "Adagrad":  # Adagrad creates every parameter's state up front, as torch's
+        assert pair.tp[3] not in pair.topt.state and pair.mp[3] not in pair.mopt.state
+    if name in ("Adam", "AdamW", "RMSprop", "Adagrad"):
+        assert pair.mopt.state[pair.mp[0]]["step"] == pair.topt.state[pair.tp[0]]["step"].item() == STEPS // 2
+
+
+@pytest.mark.parametrize("name", list(RICH))
+def test_reference_path_follows_torch_too(name, monkeypatch):
+    """The plain-xp twins (what CuPy falls back to, and numba does for odd inputs) follow
+    torch as closely as the fused kernels."""
+    calls = []
+    real = kernels_cpu._reference
+
+    def counting(kernel):
+        calls.append(kernel)
+        return real(kernel)
+
+    monkeypatch.setattr(kernels_cpu, "_opt_fused_ok", lambda *arrays: False)
+    monkeypatch.setattr(kernels_cpu, "_reference", counting)
+    pair = Pair(name, RICH[name])
+    for step in range(STEPS):
+        pair.step()
+        pair.compare(step)
+    assert len(calls) == 4 * STEPS and set(calls) == {f"{name.lower().rstrip('w')}_update"}
+
+
+@pytest.mark.parametrize("name", list(RICH))
+def test_state_dict_layout_matches_torch_for_every_optimizer(name):
+    pair = Pair(name, ({**RICH[name], "lr": 0.01}, [dict(), dict(lr=0.02)]))
+    for _ in range(3):
+        pair.step()
+    ours, theirs = pair.mopt.state_dict(), pair.topt.state_dict()
+    assert ours["state"].keys() == theirs["state"].keys() == {0, 1, 2, 3}
+    for i in ours["state"]:
+        assert ours["state"][i].keys() == theirs["state"][i].keys(), i
+        for key, value in ours["state"][i].items():
+            if key == "step":
+                assert type(value) is int and value == theirs["state"][i]["step"].item() == 3
+            else:
+                assert value.dtype == np.float64
+                np.testing.assert_allclose(value, theirs["state"][i][key].numpy(), atol=ATOL, err_msg=f"{i} {key}")
+    assert len(ours["param_groups"]) == len(theirs["param_groups"]) == 2
+    for g_ours, g_theirs in zip(ours["param_groups"], theirs["param_groups"]):
+        for key, value in g_ours.items():
+            assert key in g_theirs and g_theirs[key] == value, key
+        # every option torch keeps that changes the arithmetic, we keep too
+        engine_only = {"foreach", "fused", "capturable", "differentiable"}
+        assert set(g_theirs) - set(g_ours) <= engine_only, set(g_theirs) - set(g_ours)
+
+
+def test_load_state_dict_reports_mismatches_clearly():
+    a = [Parameter(mg.tensor(np.ones((2, 3)))), Parameter(mg.tensor(np.ones(3)))]
+    opt = mg.optim.Adam(a, lr=0.1)
+    (a[0].sum() + a[1].sum()).backward()
+    opt.step()
+    saved = opt.state_dict()
+
+    # the same optimizer for a model of another shape
+    b = [Parameter(mg.tensor(np.ones((3, 2)))), Parameter(mg.tensor(np.ones(3)))]
+    with pytest.raises(ValueError, match=r"'exp_avg' for parameter 0 has shape \(2, 3\), but that parameter has "
+                                         r"shape \(3, 2\)"):
+        mg.optim.Adam(b, lr=0.1).load_state_dict(saved)
+
+    # an SGD state loaded into Adam
+    sgd = mg.optim.SGD(a, lr=0.1, momentum=0.9)
+    sgd.step()
+    with pytest.raises(ValueError, match=r"state for parameter 0 lacks 'step', 'exp_avg', 'exp_avg_sq'.*"
+                                         r"different optimizer"):
+        mg.optim.Adam(a, lr=0.1).load_state_dict(sgd.state_dict())
+
+    # a bad option in a saved group
+    bad = {"state": {}, "param_groups": [{**saved["param_groups"][0], "lr": -1.0}]}
+    with pytest.raises(ValueError, match=r"parameter group 0: Invalid learning rate: -1"):
+        mg.optim.Adam(a, lr=0.1).load_state_dict(bad)
+    with pytest.raises(ValueError, match="'state' and 'param_groups'"):
+        opt.load_state_dict({"param_groups": []})
+    with pytest.raises(ValueError, match="state for parameter 7, which no parameter group lists"):
+        opt.load_state_dict({"state": {7: {}}, "param_groups": saved["param_groups"]})
+    # a failed load leaves the optimizer as it was
+    assert opt.state_dict()["state"][0]["step"] == 1
+
+
+def test_load_state_dict_fills_options_an_older_save_lacks():
+    """As torch's __setstate__ does: a group saved before an option existed gets the
+    constructor's value for it."""
+    p = Parameter(mg.tensor(np.ones(3)))
+    old = {"state": {}, "param_groups": [{"lr": 0.5, "betas": [0.8, 0.9], "eps": 1e-8, "weight_decay": 0,
+                                          "params": [0]}]}
+    opt = mg.optim.Adam([p], lr=0.1, amsgrad=True)
+    opt.load_state_dict(old)
+    group = opt.param_groups[0]
+    assert group["lr"] == 0.5 and group["betas"] == (0.8, 0.9) and group["amsgrad"] is True
+    assert group["maximize"] is False and group["decoupled_weight_decay"] is False
+    p.grad = mg.tensor(np.ones(3))
+    opt.step()  # and it steps
+
+
+def test_named_parameters_are_accepted_as_in_torch():
+    lin = mg.nn.Linear(3, 2)
+    opt = mg.optim.SGD(lin.named_parameters(), lr=0.1, momentum=0.9)
+    assert opt.param_groups[0]["param_names"] == ["weight", "bias"]
+    assert opt.param_groups[0]["params"] == [lin.weight, lin.bias] or opt.param_groups[0]["params"][0] is lin.weight
+    lin(mg.ones(4, 3)).sum().backward()
+    opt.step()
+    sd = opt.state_dict()
+    assert sd["param_groups"][0]["param_names"] == ["weight", "bias"]
+    tlin = torch.nn.Linear(3, 2)
+    tsd = torch.optim.SGD(tlin.named_parameters(), lr=0.1, momentum=0.9).state_dict()
+    assert tsd["param_groups"][0]["param_names"] == sd["param_groups"][0]["param_names"]
+    other = mg.optim.SGD(mg.nn.Linear(3, 2).named_parameters(), lr=0.1, momentum=0.9)
+    other.load_state_dict(sd)
+    assert "param_names" not in repr(other)
+    with pytest.raises(ValueError, match="mixes"):
+        mg.optim.SGD([("w", lin.weight), lin.bias], lr=0.1)
+    with pytest.raises(ValueError, match="all without"):
+        opt.add_param_group({"params": [Parameter(mg.zeros(1))]})
+    with pytest.raises(ValueError, match="needs a 'params' entry"):
+        opt.add_param_group({"lr": 0.1})
+
+
+@pytest.mark.parametrize("name", list(RICH))
+def test_optimizer_on_cuda_follows_torch(name):
+    if not mg.cuda_is_available():
+        pytest.skip("no CUDA device (CuPy and a GPU): the CuPy optimizer kernels are tested only where there is one")
+    for dtype, tol in ((np.float64, dict(atol=1e-9)), (np.float32, dict(atol=1e-5, rtol=1e-4))):
+        pair = Pair(name, RICH[name], dtype=dtype, device="cuda")
+        for step in range(STEPS):
+            pair.step()
+            pair.compare(step, **tol)
+        for state in pair.mopt.state.values():
+            for value in state.values():
+                if hasattr(value, "dtype"):
+                    assert type(value).__module__.startswith("cupy") and value.dtype == dtype
+
+
+@pytest.mark.parametrize("name", list(RICH))
+def test_optimizer_on_cuda_reference_path_follows_torch(name, monkeypatch):
+    if not mg.cuda_is_available():
+        pytest.skip("no CUDA device (CuPy and a GPU): the CuPy fallback path is tested only where there is one")
+    from microgradnn.backend import kernels_cuda
+
+    monkeypatch.setattr(kernels_cuda, "_opt_fused_ok", lambda *arrays: False)
+    pair = Pair(name, RICH[name], device="cuda")
+    for step in range(STEPS):
+        pair.step()
+        pair.compare(step)
+
+
+# ----------------------------------------------------------------------------- more clipping
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("norm_type", [2.0, math.inf])
+def test_clip_grad_norm_dtype_and_values_match_torch(dtype, norm_type):
+    rng = np.random.default_rng(5)
+    grads = [rng.normal(size=s).astype(dtype) * 3 for s in [(30, 40), (40,), (7, 3, 2)]]
+    mps = [Parameter(mg.tensor(np.zeros(g.shape, dtype))) for g in grads]
+    tps = [torch.zeros(g.shape, dtype=getattr(torch, np.dtype(dtype).name), requires_grad=True) for g in grads]
+    for m, t, g in zip(mps, tps, grads):
+        m.grad, t.grad = mg.tensor(g.copy()), torch.tensor(g.copy())
+    total = mg.nn.utils.clip_grad_norm_(mps, 1.0, norm_type)
+    ttotal = torch.nn.utils.clip_grad_norm_(tps, 1.0, norm_type)
+    assert total.dtype == dtype
+    rtol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(float(total), ttotal.item(), rtol=rtol)
+    for m, t in zip(mps, tps):
+        np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=rtol, atol=1e-12)
+    clipped = mg.nn.utils.clip_grad_norm_(mps, 1.0, norm_type)  # now at the bound: left alone
+    assert float(clipped) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_clip_grad_norm_non_finite():
+    for bad, norm_type in ((float("inf"), 2.0), (float("inf"), math.inf), (float("nan"), math.inf)):
+        mps, tps = _grad_pair()
+        mps[1].grad.data[2] = bad
+        tps[1].grad[2] = bad
+        with pytest.raises(RuntimeError, match=f"norm of order {norm_type} .* is non-finite"):
+            mg.optim.clip_grad_norm_(mps, 1.0, norm_type=norm_type, error_if_nonfinite=True)
+        with pytest.raises(RuntimeError, match="non-finite"):
+            torch.nn.utils.clip_grad_norm_(tps, 1.0, norm_type=norm_type, error_if_nonfinite=True)
+        # the error leaves the gradients alone; without the flag both scale by the non-finite norm
+        assert np.isfinite(mps[0].grad.numpy()).all()
+        total = mg.optim.clip_grad_norm_(mps, 1.0, norm_type=norm_type)
+        ttotal = torch.nn.utils.clip_grad_norm_(tps, 1.0, norm_type=norm_type)
+        assert math.isnan(float(total)) == math.isnan(ttotal.item())
+        for m, t in zip(mps, tps):
+            np.testing.assert_array_equal(m.grad.numpy(), t.grad.numpy())
+
+
+def test_clip_grad_value_bounds_and_single_tensor():
+    p = Parameter(mg.tensor(np.zeros(4)))
+    p.grad = mg.tensor(np.array([-3.0, -0.2, 0.4, 9.0]))
+    mg.nn.utils.clip_grad_value_(p, 0.5)
+    np.testing.assert_array_equal(p.grad.numpy(), [-0.5, -0.2, 0.4, 0.5])
+    q = Parameter(mg.zeros(2))  # no grad: skipped
+    mg.nn.utils.clip_grad_value_([p, q], 0.1)
+    assert q.grad is None

@@ -229,3 +229,143 @@ def test_closed_form_epoch_argument_matches_torch():
         ts.step(7)
     ms.step(7)
     assert ms.get_last_lr() == pytest.approx(ts.get_last_lr())
+
+
+# ----------------------------------------------------------------------------- LinearWarmup vs torch
+
+
+def torch_warmup_lambdas(warmup, total, decay, floors):
+    """LinearWarmup as torch LambdaLR multipliers of each group's base lr (one per group,
+    since the floor is an absolute lr)."""
+
+    def make(base, floor):
+        def factor(t):
+            if t < warmup:
+                return t / warmup
+            q = min(1.0, (t - warmup) / (total - warmup)) if total > warmup else 1.0
+            shape = 1 - q if decay == "linear" else 0.5 * (1 + math.cos(math.pi * q))
+            return (floor + (base - floor) * shape) / base
+
+        return factor
+
+    return [make(base, floor) for base, floor in zip(LRS, floors)]
+
+
+@pytest.mark.parametrize("decay", ["linear", "cosine"])
+@pytest.mark.parametrize("warmup,total,min_lr", [(5, 20, 0.0), (8, 25, [0.002, 0.001]), (0, 10, 0.0005)])
+def test_linear_warmup_matches_torch_lambda_lr(decay, warmup, total, min_lr):
+    floors = min_lr if isinstance(min_lr, list) else [min_lr] * 2
+    run_side_by_side(
+        lambda o: mls.LinearWarmup(o, warmup_steps=warmup, total_steps=total, decay=decay, min_lr=min_lr),
+        lambda o: torch.optim.lr_scheduler.LambdaLR(o, torch_warmup_lambdas(warmup, total, decay, floors)),
+    )
+
+
+def test_linear_warmup_cosine_equals_torch_warmup_then_cosine_annealing():
+    """Warmup then cosine decay is also torch's LinearLR + CosineAnnealingLR chained with
+    SequentialLR (but for torch's LinearLR, which can't start from exactly 0)."""
+    warmup, total = 5, 25
+    mopt, topt = optimizers()
+    ours = mls.LinearWarmup(mopt, warmup_steps=warmup, total_steps=total, decay="cosine")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = torch.optim.lr_scheduler.SequentialLR(
+            topt,
+            [torch.optim.lr_scheduler.LinearLR(topt, start_factor=1e-12, end_factor=1.0, total_iters=warmup),
+             torch.optim.lr_scheduler.CosineAnnealingLR(topt, T_max=total - warmup)],
+            milestones=[warmup],
+        )
+    for step in range(total + 1):
+        np.testing.assert_allclose(ours.get_last_lr(), theirs.get_last_lr(), rtol=1e-9, atol=1e-12,
+                                   err_msg=f"step {step}")
+        mopt.step()
+        topt.step()
+        ours.step()
+        theirs.step()
+
+
+# ----------------------------------------------------------------------------- schedules drive training
+
+
+def _problem(seed=0):
+    rng = np.random.default_rng(seed)
+    w0 = rng.normal(size=(4, 3))
+    x, y = rng.normal(size=(16, 3)), rng.normal(size=(16, 4))
+    return w0, x, y
+
+
+@pytest.mark.parametrize(
+    "opt_name,opt_kwargs,make",
+    [
+        ("SGD", dict(lr=0.1, momentum=0.9), lambda m, o: m.StepLR(o, 5, gamma=0.5)),
+        ("Adam", dict(lr=0.05), lambda m, o: m.CosineAnnealingLR(o, 12, eta_min=0.001)),
+        ("RMSprop", dict(lr=0.01, momentum=0.5), lambda m, o: m.ReduceLROnPlateau(o, patience=1, factor=0.5)),
+        ("AdamW", dict(lr=0.05), None),
+    ],
+    ids=["SGD+StepLR", "Adam+Cosine", "RMSprop+Plateau", "AdamW+LinearWarmup"],
+)
+def test_scheduled_training_follows_torch(opt_name, opt_kwargs, make):
+    """25 steps of an optimizer under a schedule: the weights follow torch's (the lr the
+    schedule sets is the one the next step uses)."""
+    w0, x, y = _problem()
+    mw = Parameter(mg.tensor(w0))
+    tw = torch.tensor(w0, requires_grad=True)
+    mopt = getattr(mg.optim, opt_name)([mw], **opt_kwargs)
+    topt = getattr(torch.optim, opt_name)([tw], **opt_kwargs)
+    if make is None:
+        ms = mls.LinearWarmup(mopt, warmup_steps=4, total_steps=20, decay="linear", min_lr=0.001)
+        ts = torch.optim.lr_scheduler.LambdaLR(
+            topt, lambda t: t / 4 if t < 4 else (0.001 + (0.05 - 0.001) * (1 - min(1.0, (t - 4) / 16))) / 0.05)
+    else:
+        ms, ts = make(mls, mopt), make(torch.optim.lr_scheduler, topt)
+    mx, my, tx, ty = mg.tensor(x), mg.tensor(y), torch.tensor(x), torch.tensor(y)
+    for step in range(25):
+        mopt.zero_grad()
+        loss = ((mx @ mw.T - my) ** 2).mean()
+        loss.backward()
+        mopt.step()
+        topt.zero_grad()
+        tloss = ((tx @ tw.T - ty) ** 2).mean()
+        tloss.backward()
+        topt.step()
+        if isinstance(ms, mls.ReduceLROnPlateau):
+            ms.step(float(loss) + (0.5 if step % 3 else 0.0))  # a noisy metric, so that it plateaus
+            ts.step(tloss.item() + (0.5 if step % 3 else 0.0))
+        else:
+            ms.step()
+            ts.step()
+        np.testing.assert_allclose(ms.get_last_lr(), ts.get_last_lr(), rtol=1e-12, err_msg=f"lr after step {step}")
+        np.testing.assert_allclose(mw.detach().numpy(), tw.detach().numpy(), atol=1e-9, err_msg=f"step {step}")
+    assert ms.get_last_lr() != [opt_kwargs["lr"]]  # the schedule did change the lr
+
+
+def test_reduce_lr_on_plateau_state_dict_matches_torch_keys():
+    mopt, topt = optimizers()
+    ours = mls.ReduceLROnPlateau(mopt, patience=1, cooldown=2, min_lr=[0.01, 0.001])
+    theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(topt, patience=1, cooldown=2, min_lr=[0.01, 0.001])
+    for metric in METRICS[:12]:
+        ours.step(metric)
+        theirs.step(metric)
+    sd_ours, sd_theirs = ours.state_dict(), theirs.state_dict()
+    for key in ("factor", "min_lrs", "patience", "cooldown", "cooldown_counter", "mode", "threshold",
+                "threshold_mode", "best", "num_bad_epochs", "mode_worse", "eps", "last_epoch", "_last_lr"):
+        assert sd_ours[key] == sd_theirs[key], key
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda m, o: m.CosineAnnealingLR(o, 10, eta_min=0.01, last_epoch=4), lambda m, o: m.StepLR(o, 3, 0.5, last_epoch=4)],
+    ids=["CosineAnnealingLR", "StepLR"],
+)
+def test_constructed_with_last_epoch_matches_torch(make):
+    """Resuming the old way (last_epoch=N, initial_lr already in the groups) gives torch's lrs."""
+    mopt, topt = optimizers()
+    for group in mopt.param_groups + topt.param_groups:
+        group["initial_lr"] = group["lr"]
+    ms, ts = make(mls, mopt), make(torch.optim.lr_scheduler, topt)
+    for step in range(20):
+        assert_lrs(ms, ts, mopt, topt, f"step {step}")
+        mopt.step()
+        topt.step()
+        ms.step()
+        ts.step()
