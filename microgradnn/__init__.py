@@ -83,3 +83,12 @@ for _name in (
 ):
     globals()[_name] = _method(_name)
 del _name
+
+
+def __getattr__(name: str) -> _Any:
+    # `mg.viz` on first use: it imports rich, which `import microgradnn` need not pay for.
+    if name == "viz":
+        import importlib
+
+        return importlib.import_module(".viz", __name__)
+    raise AttributeError(f"module 'microgradnn' has no attribute {name!r}")

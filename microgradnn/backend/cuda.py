@@ -17,6 +17,8 @@ def _import_cupy() -> Any:
         import cupy
     except ImportError as exc:
         raise DeviceError(f"device 'cuda' needs CuPy, which is not installed: {INSTALL_HINT}") from exc
+    except Exception as exc:  # CuPy present but broken (a CUDA library it links to is missing)
+        raise DeviceError(f"device 'cuda': CuPy failed to import ({exc}); {INSTALL_HINT}") from exc
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDA driver missing or broken
@@ -27,12 +29,12 @@ def _import_cupy() -> Any:
 
 
 def _load_cuda_kernel(name: str) -> Callable:
+    # kernels_cuda imports nothing heavy; each kernel compiles (per dtype) on its first call
     from . import kernels_cuda
 
-    try:
-        return getattr(kernels_cuda, name)
-    except AttributeError:
-        raise KeyError(f"the CUDA backend has no kernel {name!r}") from None
+    if name not in kernels_cuda.__all__:
+        raise KeyError(f"the CUDA backend has no kernel {name!r} (it has: {', '.join(sorted(kernels_cuda.__all__))})")
+    return getattr(kernels_cuda, name)
 
 
 class CUDABackend(Backend):
@@ -40,6 +42,10 @@ class CUDABackend(Backend):
         super().__init__("cuda", _import_cupy(), _load_cuda_kernel)
 
     def index_add(self, target: Any, index: Any, values: Any) -> None:
-        import cupyx
+        add_at = getattr(self.xp.add, "at", None)  # CuPy >= 13; cupyx.scatter_add is deprecated there
+        if add_at is not None:
+            add_at(target, index, values)
+        else:
+            import cupyx
 
-        cupyx.scatter_add(target, index, values)
+            cupyx.scatter_add(target, index, values)

@@ -41,14 +41,14 @@ def relu_backward(xp, a, grad):
     return grad * (a > 0)
 
 
-def gelu_forward(xp, a, tanh):
-    if tanh:
+def gelu_forward(xp, a, use_tanh):
+    if use_tanh:
         return 0.5 * a * (1 + xp.tanh(SQRT_2_OVER_PI * (a + GELU_TANH_COEFF * a**3)))
     return 0.5 * a * (1 + _erf(xp, a / math.sqrt(2.0)))
 
 
-def gelu_backward(xp, a, grad, tanh):
-    if tanh:
+def gelu_backward(xp, a, grad, use_tanh):
+    if use_tanh:
         inner = SQRT_2_OVER_PI * (a + GELU_TANH_COEFF * a**3)
         t = xp.tanh(inner)
         d_inner = SQRT_2_OVER_PI * (1 + 3 * GELU_TANH_COEFF * a * a)
@@ -241,3 +241,22 @@ def adagrad_update(xp, param, grad, state_sum, clr, weight_decay, eps, maximize)
     g = _opt_grad(xp, param, grad, weight_decay, maximize)
     state_sum[...] = state_sum + g * g
     param[...] = param - clr * g / (xp.sqrt(state_sum) + eps)
+
+
+# ----------------------------------------------------------------- embedding
+
+
+def embedding_backward(xp, indices, grad, num_embeddings, padding_idx):
+    """Scatter-add each position's gradient row into its token's row; ``padding_idx`` stays 0.
+
+    ``indices`` (N,) int64, ``grad`` (N, D); ``padding_idx`` -1 means none."""
+    out = xp.zeros((num_embeddings, grad.shape[1]), dtype=grad.dtype)
+    if xp is np:
+        np.add.at(out, indices, grad)  # repeated indices accumulate (out[indices] += grad would not)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(out, indices, grad)
+    if padding_idx >= 0:
+        out[padding_idx] = 0
+    return out
