@@ -648,8 +648,8 @@ def component_options(kind: str, obj: Any) -> tuple[dict[str, OptionInfo], bool]
         if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD) and skip_positional > 0:
             skip_positional -= 1
             continue
-        if param.kind is param.POSITIONAL_ONLY or param.name in skip_names:
-            continue
+        if param.kind is param.POSITIONAL_ONLY or param.name in skip_names or param.name.startswith("_"):
+            continue  # private parameters (torch's Embedding(_weight=...)) are not spec options
         ann = hints.get(param.name, param.annotation)
         if ann is inspect.Parameter.empty:
             ann = _annotation_from_default(param.default)

@@ -327,7 +327,8 @@ class Tensor(Variable):
 
     def normal_(self, mean: builtins.float = 0.0, std: builtins.float = 1.0) -> "Tensor":
         self._check_inplace("normal_")
-        self.data[...] = _random(self._backend).normal(mean, std, self.shape).astype(self.dtype)
+        # standard_normal * std + mean: CuPy's Generator has no .normal(); same values on numpy
+        self.data[...] = (_random(self._backend).standard_normal(self.shape) * std + mean).astype(self.dtype)
         return self
 
     def _inplace_or_new(self, name: str, inplace: Callable[[], Any], new: Callable[[], "Tensor"]) -> "Tensor":

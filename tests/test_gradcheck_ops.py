@@ -533,6 +533,39 @@ def test_cross_entropy(seed, layout, reduction, weighted, ignore, label_smoothin
     check(fn, x, ops=["CrossEntropy"])
 
 
+# ============================================================================= embedding
+
+
+@covers("Embedding")
+@given(seed=seeds, index_shape=st.sampled_from([(), (5,), (2, 3), (2, 2, 3)]))
+def test_embedding(seed, index_shape):
+    rng = np.random.default_rng(seed)
+    V, D = 4, 3
+    indices = mg.tensor(rng.integers(0, V, size=index_shape))
+    weight = leaf(floats(seed, (V, D)))
+    F = mg.nn.functional
+
+    check(lambda w: F.embedding(indices, w), weight, ops=["Embedding"])
+    check(lambda w: F.embedding(indices, w)[..., 1:] * 2.0, weight, ops=["Embedding"])
+    # padding_idx and scale_grad_by_freq deliberately depart from the true derivative
+    # (PyTorch's semantics): the padding row's gradient is zero, and each position's
+    # gradient is divided by its token's count; compared here with the exact gradient
+    grad_out = mg.tensor(floats(seed + 1, index_shape + (D,)), dtype=mg.float64)
+    weight._grad = None
+    F.embedding(indices, weight).backward(grad_out)
+    exact = weight.grad.numpy().copy()
+    padding_idx = int(indices.numpy().flat[0])  # a row that is actually looked up
+    weight._grad = None
+    F.embedding(indices, weight, padding_idx=padding_idx).backward(grad_out)
+    expected = exact.copy()
+    expected[padding_idx] = 0.0
+    np.testing.assert_allclose(weight.grad.numpy(), expected, rtol=1e-12, atol=0)
+    weight._grad = None
+    F.embedding(indices, weight, scale_grad_by_freq=True).backward(grad_out)
+    counts = np.maximum(np.bincount(indices.numpy().reshape(-1), minlength=V), 1)
+    np.testing.assert_allclose(weight.grad.numpy(), exact / counts[:, None], rtol=1e-12, atol=0)
+
+
 # ============================================================================= recurrent (fused sequences)
 
 RECURRENT = {"lstm": (4, "LSTMSequence"), "gru": (3, "GRUSequence"), "rnn_tanh": (1, "RNNSequence"), "rnn_relu": (1, "RNNSequence")}

@@ -583,11 +583,30 @@ def sgd_update(param, grad, momentum_buffer, lr, weight_decay, momentum, dampeni
 
 
 @njit(**_OPT_OPTS)
+def _adam_update_plain(p, gr, m, v, decay, step_size, beta2, eps, w1, w2, bc2_sqrt):
+    # The general loop below without amsgrad, maximize or coupled weight decay: the same
+    # arithmetic (``p * 1.0`` is exact when there is no decoupled decay), in a loop LLVM
+    # vectorises (SIMD sqrt and divide). The general loop stays scalar in that case: its
+    # unused ``vmax`` is ``p`` itself (see _opt_args), a conditional store through an
+    # alias that LLVM's run-time overlap checks cannot rule out. Measured 2.7 ms -> 0.3 ms
+    # for 262k float32 parameters (the benchmark LSTM's W_hh): ~2 ms of a 37 ms step.
+    for i in range(p.size):
+        g = gr[i]
+        m[i] = _lerp(m[i], g, w1)
+        v[i] = v[i] * beta2 + w2 * g * g
+        p[i] = p[i] * decay  # stored (rounded) first, as the general loop does
+        p[i] = p[i] - step_size * m[i] / (math.sqrt(v[i]) / bc2_sqrt + eps)
+
+
+@njit(**_OPT_OPTS)
 def _adam_update(p, gr, m, v, vmax, lr, beta1, beta2, eps, wd, decoupled, amsgrad, maximize, bc1, bc2_sqrt):
     step_size = lr / bc1
     decay = 1.0 - lr * wd
     w1 = 1.0 - beta1
     w2 = 1.0 - beta2
+    if not amsgrad and not maximize and (wd == 0.0 or decoupled):
+        _adam_update_plain(p, gr, m, v, decay if wd != 0.0 else 1.0, step_size, beta2, eps, w1, w2, bc2_sqrt)
+        return
     for i in range(p.size):
         g = -gr[i] if maximize else gr[i]
         if wd != 0.0:
@@ -670,3 +689,30 @@ def adagrad_update(param, grad, state_sum, clr, weight_decay, eps, maximize):
         return _reference("adagrad_update")(param, grad, state_sum, clr, weight_decay, eps, maximize)
     _adagrad_update(param.reshape(-1), _flat(grad), state_sum.reshape(-1), float(clr), float(weight_decay),
                     float(eps), bool(maximize))
+
+
+# ----------------------------------------------------------------- embedding
+
+
+@njit(cache=True, nogil=True)
+def _embedding_backward(indices, grad, padding_idx, out):
+    n, d = grad.shape
+    for i in range(n):
+        row = indices[i]
+        if row == padding_idx:  # padding never trains its vector
+            continue
+        for j in range(d):
+            out[row, j] += grad[i, j]
+
+
+def embedding_backward(indices, grad, num_embeddings, padding_idx):
+    """Scatter-add ``grad`` (N, D) rows into a zero (num_embeddings, D) buffer at ``indices`` (N,).
+
+    One pass over the gradient, no (N, num_embeddings) one-hot matrix and no ``np.add.at``
+    (which is slow: it dispatches once per element)."""
+    if grad.dtype not in (np.float32, np.float64):
+        return _reference("embedding_backward")(indices, grad, num_embeddings, padding_idx)
+    out = np.zeros((num_embeddings, grad.shape[1]), dtype=grad.dtype)
+    _embedding_backward(np.ascontiguousarray(indices, dtype=np.int64), np.ascontiguousarray(grad),
+                        int(padding_idx), out)
+    return out

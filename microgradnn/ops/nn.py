@@ -89,3 +89,61 @@ def _check_targets(target, classes, ignore_index):
             f"cross_entropy: target {value} is out of bounds for {classes} classes "
             f"(allowed: 0..{classes - 1}, or ignore_index={ignore_index})"
         )
+
+
+class Embedding(Function):
+    """``embedding(indices, weight)``: row lookup ``weight[indices]``, with a fused backward.
+
+    The forward is a gather. Its gradient is a scatter-add: every position that looked up
+    row ``i`` adds its incoming gradient to row ``i`` (a token seen three times gets three
+    contributions). The backend kernel ``embedding_backward`` does this in one pass into a
+    (num_embeddings, D) buffer and leaves the ``padding_idx`` row at zero, so padding never
+    trains its vector. ``scale_grad_by_freq`` divides each position's gradient by how often
+    its token occurs in the batch, as PyTorch does.
+    """
+
+    @staticmethod
+    def forward(ctx, weight, indices, padding_idx=None, scale_grad_by_freq=False):
+        xp = ctx.xp
+        indices = xp.asarray(indices)
+        num_embeddings = weight.shape[0]
+        if indices.size:
+            low, high = int(indices.min()), int(indices.max())
+            if low < 0 or high >= num_embeddings:
+                bad = low if low < 0 else high
+                raise IndexError(
+                    f"embedding: index {bad} is out of range for an embedding of {num_embeddings} rows "
+                    f"(allowed: 0..{num_embeddings - 1})"
+                )
+        ctx.indices = indices
+        ctx.num_embeddings = num_embeddings
+        ctx.padding_idx = -1 if padding_idx is None else int(padding_idx)
+        ctx.scale_grad_by_freq = scale_grad_by_freq
+        return xp.take(weight, indices, axis=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        xp = ctx.xp
+        flat = xp.ascontiguousarray(ctx.indices.reshape(-1), dtype=xp.int64)
+        rows = xp.ascontiguousarray(grad.reshape(flat.shape[0], -1))
+        if ctx.scale_grad_by_freq and flat.size:
+            counts = xp.bincount(flat, minlength=ctx.num_embeddings)
+            rows = rows / counts[flat][:, None].astype(rows.dtype)
+        weight_grad = ctx.backend.kernel("embedding_backward")(flat, rows, ctx.num_embeddings, ctx.padding_idx)
+        return weight_grad, None
+
+
+def embedding(indices, weight, padding_idx=None, scale_grad_by_freq=False):
+    """Look up rows of ``weight`` (num_embeddings, D) for integer ``indices`` of any shape.
+
+    Returns ``indices.shape + (D,)``; rows at ``padding_idx`` receive no gradient."""
+    data = getattr(indices, "data", indices)
+    if getattr(data, "dtype", None) is None or data.dtype.kind not in "iu":
+        kind = getattr(getattr(data, "dtype", None), "name", type(indices).__name__)
+        raise TypeError(f"embedding: indices must be an integer tensor (int64), got {kind}")
+    if padding_idx is not None:
+        n = weight.shape[0]
+        if not -n <= padding_idx < n:
+            raise ValueError(f"embedding: padding_idx={padding_idx} must be within num_embeddings={n}")
+        padding_idx %= n
+    return Embedding.apply(weight, data, padding_idx=padding_idx, scale_grad_by_freq=scale_grad_by_freq)

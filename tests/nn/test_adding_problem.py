@@ -31,56 +31,11 @@ def adding_batch(rng: np.random.Generator, n: int) -> tuple:
     return x, y
 
 
-def _linear(in_features: int, out_features: int) -> nn.Module:
-    try:
-        from microgradnn.nn import Linear
-    except ImportError:  # the layers module is written separately; a minimal stand-in
-        class Linear(nn.Module):
-            def __init__(self, in_features: int, out_features: int):
-                super().__init__()
-                k = 1 / np.sqrt(in_features)
-                self.weight = nn.Parameter(mg.rand(out_features, in_features) * (2 * k) - k)
-                self.bias = nn.Parameter(mg.rand(out_features) * (2 * k) - k)
-
-            def forward(self, x):
-                return mg.linear(x, self.weight, self.bias)
-    return Linear(in_features, out_features)
-
-
-def _adam(params: list, lr: float):
-    try:
-        from microgradnn.optim import Adam
-    except ImportError:  # the optim package is written separately; a minimal stand-in
-        class Adam:
-            def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-                self.params, self.lr, self.betas, self.eps, self.t = list(params), lr, betas, eps, 0
-                self.m = [np.zeros_like(p.data) for p in self.params]
-                self.v = [np.zeros_like(p.data) for p in self.params]
-
-            def zero_grad(self):
-                for p in self.params:
-                    p.grad = None
-
-            def step(self):
-                self.t += 1
-                b1, b2 = self.betas
-                for p, m, v in zip(self.params, self.m, self.v):
-                    if p._grad is None:
-                        continue
-                    g = p._grad
-                    m *= b1
-                    m += (1 - b1) * g
-                    v *= b2
-                    v += (1 - b2) * g * g
-                    p.data -= self.lr * (m / (1 - b1**self.t)) / (np.sqrt(v / (1 - b2**self.t)) + self.eps)
-    return Adam(params, lr=lr)
-
-
 class AddingModel(nn.Module):
     def __init__(self):
         super().__init__()
         self.lstm = nn.LSTM(2, HIDDEN, batch_first=True)
-        self.head = _linear(HIDDEN, 1)
+        self.head = nn.Linear(HIDDEN, 1)
 
     def forward(self, x):
         _, (h_n, _) = self.lstm(x)
@@ -91,7 +46,7 @@ def test_lstm_learns_the_adding_problem():
     mg.manual_seed(0)
     rng = np.random.default_rng(0)
     model = AddingModel()
-    opt = _adam(list(model.parameters()), lr=1e-2)
+    opt = mg.optim.Adam(model.parameters(), lr=1e-2)
     x_test, y_test = adding_batch(np.random.default_rng(123), 1000)
     x_test, y_test = mg.tensor(x_test), mg.tensor(y_test)
 
