@@ -809,7 +809,9 @@ class RNNBase(_SequenceLayer):
     def _weights(self, k: int) -> tuple:
         """(w_ih, w_hh, b_ih, b_hh, w_hr) of layer/direction k, None where absent."""
         suffix = self._all_weights[k][0][len("weight_ih"):]
-        get = lambda kind: self._parameters.get(kind + suffix)  # noqa: E731
+        # Read by attribute, not from ``_parameters``: a parametrized weight (LoRA, IA3 in
+        # microgradnn.finetune) is computed from its original on access.
+        get = lambda kind: getattr(self, kind + suffix) if kind + suffix in self._flat_weights_names else None  # noqa: E731
         return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr")
 
     def uses_fused_path(self, fused: bool | None = None) -> bool:
