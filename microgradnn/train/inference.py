@@ -1,0 +1,272 @@
+"""Using a finished (or stopped) run: ``evaluate``, ``generate``, ``export``.
+
+All three rebuild the model from the run folder alone: ``spec.yaml`` (the architecture),
+``run.json`` / the checkpoint's ``model_info`` (task and sizes), ``vocab.json`` and the
+best checkpoint (or ``last`` when no evaluation ranked one). A fine-tune run's checkpoint
+holds only what changed, so its base is loaded first and the strategy applied on top.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..tensor import manual_seed
+from ..tensor import tensor as make_tensor
+from ..autograd import no_grad
+from ..checkpoint import CheckpointError
+from ..checkpoint import load as mg_load
+from ..checkpoint import save as mg_save
+from . import build, runs
+from .build import TrainError
+from .finetune_hook import load_base, prepare
+from .trainer import CHECKPOINT_FORMAT, evaluate_model, restore_weights
+
+__all__ = ["load_run", "evaluate", "generate", "export", "LoadedRun"]
+
+
+class LoadedRun:
+    """A run's model (weights loaded, in eval mode) with its spec, vocabulary and facts."""
+
+    def __init__(self, run_dir: Path, spec: dict[str, Any], model: Any, info: dict[str, Any], vocab: Any,
+                 checkpoint: Path, step: int, strategy: Any = None) -> None:
+        self.run_dir, self.spec, self.model, self.info = run_dir, spec, model, info
+        self.vocab, self.checkpoint, self.step, self.strategy = vocab, checkpoint, step, strategy
+
+    @property
+    def task(self) -> str:
+        return self.info["task"]
+
+
+def _vocab_object(d: Any) -> Any:
+    if d is None:
+        return None
+    from ..data.vocab import Vocab
+
+    return Vocab.from_dict(d)
+
+
+def load_run(run_dir: str | os.PathLike, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
+    """The model of a run folder, from its best (default) or last checkpoint, or a file."""
+    run_dir = runs.check_run_dir(run_dir)
+    spec = runs.read_spec(run_dir)
+    path = runs.find_checkpoint(run_dir, checkpoint)
+    try:
+        state = mg_load(path)
+    except CheckpointError as exc:
+        raise TrainError(str(exc)) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainError(f"{path} is not a run checkpoint written by mgnn train")
+    info = dict(state.get("model_info") or {})
+    if not info:
+        info = dict(runs.read_json(run_dir / runs.RUN_FILE).get("model_info") or {})
+    manual_seed(int((spec.get("train") or {}).get("seed", 0) or 0))
+    model = build.build_model(spec.get("model") or {}, info)
+    strategy = None
+    ft = state.get("finetune")
+    if ft is not None:
+        ft_spec = dict(spec.get("finetune") or {})
+        ft_spec["from"] = ft.get("base") or ft_spec.get("from")
+        base = load_base(ft_spec["from"])
+        strategy, _, _ = prepare(model, ft_spec, base)
+    restore_weights(model, state, strategy)
+    model.to(device)
+    model.eval()
+    vocab_path = run_dir / runs.VOCAB_FILE
+    vocab = _vocab_object(runs.read_json(vocab_path)) if vocab_path.is_file() else None
+    step = int((state.get("progress") or {}).get("step", 0))
+    return LoadedRun(run_dir, spec, model, info, vocab, path, step, strategy)
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _data_spec(spec: dict[str, Any], data: Any, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's data section with ``data`` applied (a path replaces the dataset's
+    ``paths``/``path`` option; a dict changes options), then ``options``."""
+    section = copy.deepcopy(spec.get("data"))
+    name, opts = build.component(section, "data")
+    if isinstance(data, dict):
+        options = {**data, **(options or {})}
+        data = None
+    if options:
+        if "name" in options:
+            raise TrainError("--data: the dataset itself can't change (the model was trained on it); "
+                             "change its options only")
+        opts.update(options)
+    if data is None:
+        return {"name": name, **opts}
+    path = os.fspath(data)
+    if not os.path.exists(path):
+        raise TrainError(f"--data: {path!r} does not exist")
+    factory = build.registry_get("datasets", name)
+    if "paths" in opts or build._accepts(factory, "paths"):
+        opts["paths"] = path
+        opts.pop("corpus", None)
+    elif "path" in opts or build._accepts(factory, "path"):
+        opts["path"] = path
+    else:
+        raise TrainError(f"--data: dataset {name!r} reads no files (it has no path option); "
+                         "give dataset options instead, e.g. --data seed=7")
+    return {"name": name, **opts}
+
+
+def evaluate(run_dir: str | os.PathLike, data: Any = None, *, options: dict[str, Any] | None = None,
+             split: str | None = None, checkpoint: str = "best", batch_size: int | None = None,
+             device: str = "cpu") -> dict[str, Any]:
+    """Loss (and perplexity for a language model, accuracy for a classifier, plus the
+    run's ``train.metrics``) of a run's model.
+
+    ``data``: None (the run's own validation split), a file/folder path (evaluated
+    whole: train and validation splits of it), or a dict of dataset options to change;
+    ``options``: dataset options to change as well (``{"seq_len": 256}``).
+    ``split``: "val", "train" or "all" (default "val", or "all" when ``data`` is given).
+    Returns plain keys: ``loss``, ``perplexity``/``accuracy``/..., ``items``, ``split``,
+    ``checkpoint``, ``step``."""
+    run = load_run(run_dir, checkpoint, device)
+    spec = copy.deepcopy(run.spec)
+    spec["data"] = _data_spec(spec, data, options)
+    split = split or ("all" if data is not None else "val")
+    if split not in ("val", "train", "all"):
+        raise TrainError(f"split must be 'val', 'train' or 'all', got {split!r}")
+    dm = build.build_data(spec, vocab=run.vocab.to_dict() if run.vocab is not None else None)
+    if dm.task != run.task or int(dm.output_size) != int(run.info["output_size"]):
+        raise TrainError(f"the data ({dm.task}, output size {dm.output_size}) does not fit the model "
+                         f"({run.task}, output size {run.info['output_size']})")
+    tc = spec.get("train") or {}
+    bs = int(batch_size or tc.get("batch_size", 32))
+    segments = []
+    if split in ("train", "all"):
+        segments.append(dm.train_batches(bs, epoch=0, seed=int(tc.get("seed", 0) or 0)))
+    if split in ("val", "all"):
+        if not dm.num_val_batches(bs) and split == "val":
+            raise TrainError("this data has no validation split: evaluate with split='train' or 'all' "
+                             "(mgnn eval --split all)")
+        segments.append(dm.val_batches(bs))
+    loss_fn = build.build_loss(spec.get("loss"), dm.task)
+    metrics = build.build_metrics(tc.get("metrics") or [], dm.task)
+    carry = bool(tc.get("tbptt", False)) and getattr(dm, "streams", False)
+    raw = evaluate_model(run.model, dm, loss_fn, metrics, bs, device, carry, build.loss_ignore_index(loss_fn),
+                         dm.task, segments=segments)
+    if not raw:
+        raise TrainError("no batch to evaluate (the split is empty at this batch size)")
+    out: dict[str, Any] = {k[len("val_"):]: v for k, v in raw.items()}
+    out.update(split=split, checkpoint=str(run.checkpoint), step=run.step, task=dm.task)
+    return out
+
+
+# ----------------------------------------------------------------------------- generate
+
+
+def _sample(logits: np.ndarray, temperature: float, top_k: int | None, rng: np.random.Generator,
+            banned: list[int]) -> int:
+    """One token id from the last step's logits: greedy at temperature 0, else softmax
+    sampling of logits / temperature over the top_k most likely tokens."""
+    logits = logits.astype(np.float64).copy()
+    for b in banned:
+        logits[b] = -np.inf
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    logits /= temperature
+    if top_k is not None and 0 < top_k < logits.size:
+        cutoff = np.partition(logits, -top_k)[-top_k]
+        logits[logits < cutoff] = -np.inf
+    logits -= logits.max()
+    p = np.exp(logits)
+    p /= p.sum()
+    return int(rng.choice(p.size, p=p))
+
+
+def generate(run_dir: str | os.PathLike, prompt: str = "\n", length: int = 200, temperature: float = 1.0,
+             top_k: int | None = None, *, seed: int | None = 0, checkpoint: str = "best",
+             device: str = "cpu", stream: Any = None) -> str:
+    """Sample ``length`` characters from a language-model run, continuing ``prompt``.
+
+    The prompt is read once (its final hidden state primes the model), then each new
+    character is fed back in. ``temperature`` < 1 is more conservative, > 1 wilder, 0
+    greedy; ``top_k`` samples only among the k likeliest. ``seed`` makes it repeatable
+    (None: different each time). ``stream``: called with each new piece of text.
+    Returns the generated text (without the prompt)."""
+    if not isinstance(length, int) or length < 0:
+        raise TrainError(f"length must be a non-negative int, got {length!r}")
+    if temperature < 0:
+        raise TrainError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise TrainError(f"top_k must be a positive int, got {top_k}")
+    run = load_run(run_dir, checkpoint, device)
+    if run.task != "lm":
+        raise TrainError(f"generate needs a language-model run; {run.run_dir} is a {run.task} run "
+                         "(use mgnn eval for it)")
+    if run.vocab is None:
+        raise TrainError(f"{run.run_dir} has no {runs.VOCAB_FILE}: can't turn text into ids")
+    vocab = run.vocab
+    if not prompt:
+        prompt = "\n" if "\n" in vocab.stoi else vocab.itos[-1]
+    unknown = sorted({c for c in prompt if c not in vocab.stoi})
+    if unknown and getattr(vocab, "unk_id", None) is None:
+        raise TrainError(f"the prompt has characters the model never saw: {''.join(unknown)!r}")
+    ids = vocab.encode(prompt)
+    banned = [i for i in (getattr(vocab, "pad_id", None), getattr(vocab, "unk_id", None)) if i is not None]
+    if len(banned) >= len(vocab):
+        banned = []
+    rng = np.random.default_rng(seed)
+    pieces = []
+    model = run.model
+    with no_grad():
+        out, state = model(make_tensor(np.asarray([ids], dtype=np.int64), device=device))
+        logits = np.asarray(_to_numpy(out))[0, -1]
+        # A prompt-tuned model prepends its learned vectors to every input; they belong
+        # before the text once, not before each new character fed back with the state.
+        prompt_param = model._parameters.get("prompt")
+        model._parameters["prompt"] = None
+        try:
+            for _ in range(length):
+                nxt = _sample(logits, float(temperature), top_k, rng, banned)
+                piece = vocab.decode([nxt])
+                pieces.append(piece)
+                if stream is not None:
+                    stream(piece)
+                out, state = model(make_tensor(np.asarray([[nxt]], dtype=np.int64), device=device), state)
+                logits = np.asarray(_to_numpy(out))[0, -1]
+        finally:
+            model._parameters["prompt"] = prompt_param
+    return "".join(pieces)
+
+
+def _to_numpy(t: Any) -> np.ndarray:
+    data = t.data
+    return data.get() if hasattr(data, "get") and not isinstance(data, np.ndarray) else data
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, checkpoint: str = "best") -> Path:
+    """A standalone checkpoint of a run's model: for a fine-tune run the strategy's update
+    is merged into plain weights (LoRA, IA3 ...; a strategy that can't be merged says so).
+    The file (default ``RUN_DIR/export.safetensors``) holds ``model`` (a state_dict),
+    ``model_spec``, ``model_info`` and ``vocab``: it can be a ``finetune.from`` itself."""
+    run = load_run(run_dir, checkpoint)
+    model = run.model
+    if run.strategy is not None:
+        try:
+            model = run.strategy.merge(model)
+        except ValueError as exc:  # FinetuneError: this strategy can't be folded
+            raise TrainError(f"export: {exc}") from None
+    path = Path(out) if out is not None else run.run_dir / runs.EXPORT_FILE
+    if path.parent and not path.parent.exists():
+        raise TrainError(f"export: folder {path.parent} does not exist")
+    model_spec = dict(run.spec.get("model") or {})
+    if getattr(getattr(model, "rnn", None), "init_state", None) == "learned":
+        model_spec["init_state"] = "learned"  # prefix tuning leaves learned initial states
+    info = dict(run.info)
+    info["task"] = getattr(model, "task", info["task"])
+    info["output_size"] = int(getattr(model, "output_size", info["output_size"]))
+    mg_save({"format": "microgradnn.export", "version": 1, "model": model.state_dict(), "model_spec": model_spec,
+             "model_info": info, "vocab": run.vocab.to_dict() if run.vocab is not None else None,
+             "source": str(run.checkpoint), "step": run.step}, path)
+    return path
