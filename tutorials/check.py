@@ -147,6 +147,62 @@ def _gru(answer) -> None:
     assert np.allclose(got, expected), "your GRU step differs from mg.nn.GRUCell"
 
 
+@check(8)
+def _leaky_cell(answer) -> None:
+    import microgradnn as mg
+
+    mg.manual_seed(8)
+    cell = answer.LeakyCell(3, 4, dtype=mg.float64)
+    names = {name for name, _ in cell.named_parameters()}
+    assert {"weight_ih", "weight_hh", "leak"} <= names, f"expected weight_ih, weight_hh, leak; got {sorted(names)}"
+    x = mg.randn(2, 3, dtype=mg.float64, requires_grad=True)
+    h = mg.randn(2, 4, dtype=mg.float64, requires_grad=True)
+    out, state = cell.step(x, h)
+    a = 1 / (1 + np.exp(-cell.leak.detach().numpy()))
+    pre = x.detach().numpy() @ cell.weight_ih.detach().numpy().T + h.detach().numpy() @ cell.weight_hh.detach().numpy().T
+    if cell.bias_ih is not None:
+        pre = pre + cell.bias_ih.detach().numpy()
+    expected = a * h.detach().numpy() + (1 - a) * np.tanh(pre)
+    assert np.allclose(out.detach().numpy(), expected), "h' differs from a*h + (1-a)*tanh(Wx + Uh + b)"
+    assert mg.gradcheck(lambda x, h: cell.step(x, h)[0], x, h), "gradients differ from finite differences"
+    layer = mg.nn.Recurrent(answer.LeakyCell, input_size=3, hidden_size=5, num_layers=2, bidirectional=True)
+    out, h_n = layer(mg.randn(6, 2, 3))
+    assert out.shape == (6, 2, 10) and h_n.shape == (4, 2, 5), "wrong shapes through mg.nn.Recurrent"
+
+
+@check(9)
+def _lora_count(answer) -> None:
+    import microgradnn as mg
+    from microgradnn.finetune import LoRA
+
+    for hidden, layers, r in [(8, 1, 2), (16, 2, 4)]:
+        lstm = mg.nn.LSTM(5, hidden, num_layers=layers)
+        shapes = [tuple(p.shape) for name, p in lstm.named_parameters() if name.startswith("weight_")]
+        before = sum(p.numel() for p in lstm.parameters())
+        LoRA(targets=["weight_*"], r=r).apply(lstm)
+        added = sum(p.numel() for p in lstm.parameters()) - before
+        got = answer.lora_parameters(shapes, r)
+        assert got == added, f"lora_parameters(..., r={r}) = {got}, but LoRA added {added} parameters"
+
+
+@check(10)
+def _best_eval(answer) -> None:
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        rng = np.random.default_rng(10)
+        values = rng.random(6)
+        lines = []
+        for k, value in enumerate(values):
+            lines.append(json.dumps({"event": "train", "step": 10 * k + 5, "loss": float(value) / 10}))
+            lines.append(json.dumps({"event": "eval", "step": 10 * k + 10, "val_loss": float(value)}))
+        (Path(folder) / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        k = int(np.argmin(values))
+        got = answer.best_eval(folder, "val_loss")
+        assert tuple(got) == (10 * k + 10, float(values[k])), f"best_eval gave {got}, expected {(10 * k + 10, values[k])}"
+
+
 def load(chapter: int, solution: bool):
     folder = "solutions" if solution else "exercises"
     path = HERE / folder / f"ch{chapter:02d}.py"
