@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import os
 import struct
-import tempfile
 import zlib
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from .fileio import atomic_write
 
 __all__ = ["line_plot_png", "sparkline", "PALETTE"]
 
@@ -84,15 +85,4 @@ def _write_png(img: np.ndarray, path: str | os.PathLike) -> str:
     raw = b"".join(b"\x00" + img[row].tobytes() for row in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
     png = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b"")
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(png)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return os.fspath(atomic_write(path, png))

@@ -43,7 +43,6 @@ import inspect
 import math
 import os
 import re
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, replace
@@ -53,6 +52,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 from . import registry
+from .fileio import atomic_write
 from .registry import RegistryError, suggest
 
 __all__ = [
@@ -1113,17 +1113,7 @@ def dump_spec(spec: Mapping, path: str | os.PathLike | None = None) -> str:
     if path is not None:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(target, text)
     return text
 
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from .base import DataError, DataFileError
+from ..fileio import atomic_write
 
 __all__ = ["Vocab", "PAD", "UNK"]
 
@@ -153,16 +153,7 @@ class Vocab:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the vocabulary as JSON, atomically (a crash never leaves half a file)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Vocab":

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from .build import TrainError
+from ..fileio import atomic_write
 
 __all__ = [
     "SPEC_FILE", "RUN_FILE", "VOCAB_FILE", "METRICS_FILE", "CKPT_DIR", "ADAPTER_FILE", "EXPORT_FILE",
@@ -46,22 +46,8 @@ ADAPTER_FILE = "adapter.safetensors"
 EXPORT_FILE = "export.safetensors"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    _atomic_write_text(Path(path), json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=True) + "\n")
+    atomic_write(Path(path), json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=True) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -85,7 +71,7 @@ def write_spec(path: str | os.PathLike, spec: dict[str, Any]) -> None:
         return
     import yaml
 
-    _atomic_write_text(Path(path), yaml.safe_dump(spec, sort_keys=False))
+    atomic_write(Path(path), yaml.safe_dump(spec, sort_keys=False))
 
 
 def read_spec(run_dir: str | os.PathLike) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..fileio import atomic_write
 from ..tensor import get_rng_state, manual_seed, set_rng_state
 from ..tensor import tensor as make_tensor
 from ..autograd import no_grad
@@ -634,7 +635,7 @@ class Trainer:
                 continue
             if int(rec.get("step", 0)) <= self.step:
                 keep.append(line)
-        runs._atomic_write_text(path, "".join(k + "\n" for k in keep))
+        atomic_write(path, "".join(k + "\n" for k in keep))
 
     def _write_run_files(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
