@@ -9,7 +9,7 @@ never a mix. ``mg.save`` does the same with checkpoint-specific error messages.
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 __all__ = ["atomic_write"]
@@ -19,7 +19,10 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, encoding: str = "ut
     """Write ``data`` (bytes, or text in ``encoding``) to ``path`` atomically; return the path."""
     target = Path(path)
     payload = data.encode(encoding) if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    # os.open with mode 0o666 (then the umask), not mkstemp: mkstemp's files are private
+    # (0600), and a run folder's spec.yaml should be as readable as any file the user writes.
+    tmp = str(target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)

@@ -43,3 +43,18 @@ def test_sparkline_orders_magnitudes():
     assert line == "▁▅█"
     assert sparkline([2.0, 2.0]) == "▁▁"
     assert sparkline([]) == ""
+
+
+def test_atomic_write_respects_the_umask_and_leaves_no_temp_file(tmp_path):
+    import os
+
+    from microgradnn.fileio import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "a.txt", "hello")
+    finally:
+        os.umask(old)
+    assert path.read_text() == "hello"
+    assert (path.stat().st_mode & 0o777) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
