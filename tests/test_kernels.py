@@ -126,10 +126,23 @@ def test_numba_kernel_matches_reference(name, variant, dtype, seed):
     ref_fn = getattr(reference, name)
     expected = run(lambda *a: ref_fn(np, *a), args)
     assert len(fused) == len(expected)
+    # In float32 the plain-xp reference itself rounds (1 - tanh(x)**2 cancels for large |x|),
+    # while several kernels accumulate in float64. So the same reference run in float64 is
+    # the truth, and the kernel passes where it is within tolerance of the float32
+    # reference or at least as close to the truth as that reference is.
+    truth = None
+    if dtype == np.float32:
+        widened = tuple(a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a
+                        for a in args)
+        truth = run(lambda *a: ref_fn(np, *a), widened)
     for k, (got, want) in enumerate(zip(fused, expected)):
         got, want = np.asarray(got), np.asarray(want)
         assert got.shape == want.shape, f"{name} output {k}: shape {got.shape} != {want.shape}"
         assert got.dtype == want.dtype, f"{name} output {k}: dtype {got.dtype} != {want.dtype}"
+        if truth is not None and np.issubdtype(got.dtype, np.floating):
+            exact = np.asarray(truth[k], dtype=np.float64)
+            no_worse = np.abs(got - exact) <= np.abs(want.astype(np.float64) - exact) * (1 + 1e-6)
+            got = np.where(no_worse, want, got)  # where the kernel is the more accurate, accept it
         np.testing.assert_allclose(got, want, err_msg=f"{name} output {k}", **tolerances(dtype))
 
 
