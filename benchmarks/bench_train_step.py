@@ -45,11 +45,6 @@ TARGETS = {"lstm": 1.3, "gru": 1.3, "memory": 1.5}  # the issue's targets (ratio
 # --------------------------------------------------------------------------- workloads
 
 
-def _cross_entropy(mg):
-    functional = getattr(mg.nn, "functional", None)
-    return getattr(functional, "cross_entropy", None) or mg.cross_entropy
-
-
 def build_sequence_step(cell: str, T: int = 64, B: int = 32, I: int = 128, H: int = 256, C: int = 64,
                         frameworks: tuple = ("mg", "torch")) -> dict:
     """Both frameworks' step functions for the one-layer ``cell`` + Linear + CE workload."""
@@ -86,7 +81,7 @@ def build_sequence_step(cell: str, T: int = 64, B: int = 32, I: int = 128, H: in
         m_head.load_state_dict(t_head.state_dict())
         m_opt = mg.optim.Adam(list(m_rnn.parameters()) + list(m_head.parameters()), lr=1e-3)
         mx, my = mg.tensor(x), mg.tensor(y.reshape(-1))
-        ce = _cross_entropy(mg)
+        ce = mg.nn.functional.cross_entropy
 
         def mg_step():
             m_opt.zero_grad()
@@ -149,7 +144,7 @@ def build_charlm_step(T: int = 128, B: int = 64, vocab: int = 65, embed: int = 6
             m_mod.load_state_dict(t_mod.state_dict())
         m_opt = mg.optim.Adam(m_model.parameters(), lr=2e-3)
         mx, my = mg.tensor(x), mg.tensor(y)
-        ce = _cross_entropy(mg)
+        ce = mg.nn.functional.cross_entropy
 
         def mg_step():
             m_opt.zero_grad()

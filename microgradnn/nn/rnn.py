@@ -44,6 +44,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..autograd import Variable, is_grad_enabled, no_grad
+from ..ops import recurrent
 from ..tensor import Tensor, cat, empty, linear, rand, stack, where, zeros
 from .module import Module, Parameter
 
@@ -455,15 +456,6 @@ class GRUCell(RNNCellBase):
 # =============================================================================
 
 
-def _fused_ops() -> Any:
-    """:mod:`microgradnn.ops.recurrent`, or None where it is unavailable."""
-    try:
-        from ..ops import recurrent
-    except ImportError:
-        return None
-    return recurrent
-
-
 def _learned_name(i: int) -> str:
     return ("h0", "c0")[i] if i < 2 else f"s{i}_0"
 
@@ -815,13 +807,13 @@ class RNNBase(_SequenceLayer):
         return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr")
 
     def uses_fused_path(self, fused: bool | None = None) -> bool:
-        """Whether forward will run the fused kernels (built-in cells, no projection, the
-        ops module present, and ``fused`` not switched off)."""
+        """Whether forward will run the fused kernels (built-in cells, no projection, and
+        ``fused`` not switched off)."""
         fused = self.fused if fused is None else fused
-        return bool(fused) and self.proj_size == 0 and _fused_ops() is not None
+        return bool(fused) and self.proj_size == 0
 
     def _runners(self, fused: bool) -> list:
-        ops = _fused_ops() if self.uses_fused_path(fused) else None
+        ops = recurrent if self.uses_fused_path(fused) else None
         return [self._runner(k, ops) for k in range(len(self._all_weights))]
 
     def _runner(self, k: int, ops: Any) -> Callable:

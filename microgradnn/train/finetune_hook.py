@@ -135,10 +135,8 @@ def canonical_state(state: dict[str, Any]) -> dict[str, Any]:
 def infer_architecture(state: dict[str, Any]) -> dict[str, Any] | None:
     """The spec's model keys that a state dict's shapes fix (cell, sizes, layers...), or
     None when they can't be read from it."""
-    try:
-        from ..finetune.loading import infer_model_options
-    except ImportError:  # pragma: no cover
-        return None
+    from ..finetune.loading import infer_model_options
+
     try:
         opts = infer_model_options(canonical_state(state))
     except ValueError:

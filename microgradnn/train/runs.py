@@ -28,6 +28,7 @@ from typing import Any
 
 from .build import TrainError
 from ..fileio import atomic_write
+from ..spec import dump_spec
 
 __all__ = [
     "SPEC_FILE", "RUN_FILE", "VOCAB_FILE", "METRICS_FILE", "CKPT_DIR", "ADAPTER_FILE", "EXPORT_FILE",
@@ -61,17 +62,8 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def write_spec(path: str | os.PathLike, spec: dict[str, Any]) -> None:
-    """The resolved spec as YAML (``spec.dump_spec`` when the spec module offers it)."""
-    try:
-        from ..spec import dump_spec
-    except ImportError:  # pragma: no cover - spec module always present in a full install
-        dump_spec = None
-    if dump_spec is not None:
-        dump_spec(spec, path)
-        return
-    import yaml
-
-    atomic_write(Path(path), yaml.safe_dump(spec, sort_keys=False))
+    """The resolved spec as YAML, written atomically."""
+    dump_spec(spec, path)
 
 
 def read_spec(run_dir: str | os.PathLike) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from ..autograd import no_grad
 from ..checkpoint import load as mg_load
 from ..checkpoint import save as mg_save
 from ..optim.clip import clip_grad_norm_, clip_grad_value_
+from ..spec import fill_task_defaults
 from ..tensor import Tensor
 from . import build, runs
 from .build import BuildError, ModelInfo, TrainError
@@ -231,7 +232,7 @@ class Trainer:
         # --- data ----------------------------------------------------------------------
         self.data = build.build_data(self.spec, vocab=base_vocab)
         self.task = self.data.task
-        self.spec = _fill_task_defaults(self.spec, self.task)
+        self.spec = fill_task_defaults(self.spec, self.task)
         self.info = ModelInfo.from_data(self.data)
         self.steps_per_epoch = int(self.data.num_train_batches(self.batch_size))
         if self.steps_per_epoch < 1:
@@ -815,15 +816,6 @@ def _resume_overrides(spec: dict[str, Any], overrides: list[str], allowed: tuple
     for section in ("model", "data", "loss", "finetune"):  # exactly as the run had them
         resolved[section] = spec.get(section)
     return resolved
-
-
-def _fill_task_defaults(spec: dict[str, Any], task: str) -> dict[str, Any]:
-    """The spec's task-dependent defaults (the loss) once the data's task is known."""
-    try:
-        from ..spec import fill_task_defaults
-    except ImportError:  # pragma: no cover
-        return spec
-    return fill_task_defaults(spec, task)
 
 
 def restore_weights(model: Any, state: dict[str, Any], strategy: Any) -> None:

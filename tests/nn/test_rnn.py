@@ -15,7 +15,6 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import microgradnn as mg
 from microgradnn import nn
-from microgradnn.nn import rnn as rnn_mod
 
 F64 = dict(rtol=1e-5, atol=1e-5)
 F32 = dict(rtol=1e-4, atol=1e-5)
@@ -331,8 +330,6 @@ def test_cell_step_convention_and_init_state():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_fused_equals_generic_with_lengths_and_grad_norms(kind):
-    if rnn_mod._fused_ops() is None:
-        pytest.skip("microgradnn.ops.recurrent is not available")
     rng = np.random.default_rng(9)
     _, m = make_pair(kind, 3, 5, num_layers=2, bidirectional=True, batch_first=True)
     m.track_grad_norms = True
@@ -595,11 +592,3 @@ def test_no_grad_forward():
     with mg.no_grad():
         out, (h, c) = m(mg.randn(4, 2, 2))
     assert not out.requires_grad
-
-
-def test_generic_path_when_the_fused_ops_are_missing(monkeypatch):
-    rng = np.random.default_rng(17)
-    t, m = make_pair("gru", 3, 4, num_layers=2)
-    monkeypatch.setattr(rnn_mod, "_fused_ops", lambda: None)
-    assert not m.uses_fused_path()
-    assert_same(*run_both(t, m, rng.standard_normal((5, 2, 3)), fused=True))
