@@ -11,8 +11,11 @@
 
 from __future__ import annotations
 
+import hypothesis
 import numpy as np
 import pytest
+import torch
+from hypothesis import strategies as st
 
 import microgradnn as mg
 from microgradnn.backend import get_backend, reference
@@ -26,18 +29,6 @@ from microgradnn.ops.recurrent import (
     lstm_sequence,
     rnn_sequence,
 )
-
-try:
-    import torch
-except ImportError:  # the oracle tests need PyTorch; the rest do not
-    torch = None
-needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
-
-try:
-    import hypothesis
-    from hypothesis import strategies as st
-except ImportError:
-    hypothesis = None
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 KINDS = list(GATES)
@@ -194,7 +185,6 @@ def compare_with_torch(kind, dtype, T, B, I, H, lengths=None, reverse=False, see
         assert_close(w.grad, getattr(layer, name + suffix).grad, dtype, f"grad {name}{suffix}")
 
 
-@needs_torch
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("reverse", [False, True])
@@ -202,7 +192,6 @@ def test_matches_torch(kind, dtype, reverse):
     compare_with_torch(kind, dtype, T=7, B=4, I=5, H=8, reverse=reverse)
 
 
-@needs_torch
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("reverse", [False, True])
@@ -210,7 +199,6 @@ def test_variable_lengths_match_packed_torch(kind, dtype, reverse):
     compare_with_torch(kind, dtype, T=6, B=5, I=3, H=4, lengths=[6, 2, 4, 1, 6], reverse=reverse, seed=3)
 
 
-@needs_torch
 def test_float32_workload_shape_matches_torch():
     """Large enough for the float32 kernels' vector loops and remainders (H = 37)."""
     compare_with_torch("lstm", np.float32, T=9, B=6, I=11, H=37, lengths=[9, 3, 9, 5, 1, 8], seed=5)
@@ -313,7 +301,6 @@ def unrolled_torch_norms(kind, x_np, h0_np, c0_np, weights, g_out, g_h, lengths,
     return np.array([float(s.grad.norm()) for s in states])
 
 
-@needs_torch
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("lengths,reverse", [(None, False), (None, True), ([5, 2, 4, 1], False), ([3, 5, 1, 5], True)])
 def test_grad_norms_match_unrolled_torch(kind, lengths, reverse):
@@ -474,8 +461,6 @@ def test_generic_path_with_reference_kernels_matches_fused(kind, lengths, revers
 
 
 def _property_test(fn):
-    if hypothesis is None:
-        return pytest.mark.skip(reason="hypothesis is not installed")(fn)
     return hypothesis.settings(max_examples=25, deadline=None)(hypothesis.given(
         kind=st.sampled_from(KINDS),
         T=st.integers(1, 6),
