@@ -95,13 +95,13 @@ class enable_grad(contextlib.ContextDecorator):
 class Variable:
     """The part of a tensor the graph needs. :class:`microgradnn.Tensor` adds the operators."""
 
-    __slots__ = ("data", "requires_grad", "_grad", "_ctx", "_out_index", "_backend", "_hooks", "__weakref__")
+    __slots__ = ("array", "requires_grad", "_grad", "_ctx", "_out_index", "_backend", "_hooks", "__weakref__")
 
     # The class an op's output is made of: a Tensor, even when an input is a Parameter.
     _output_type: type = None  # set by microgradnn.tensor
 
     def __init__(self, data: Any, backend: Any, requires_grad: bool = False, ctx: "Function | None" = None, out_index: int = 0):
-        self.data = data
+        self.array = data
         self._backend = backend
         self.requires_grad = requires_grad
         self._grad = None
@@ -162,7 +162,7 @@ class Function:
                         f"move one with .to({backend.name!r})"
                     )
                 requires_grad = requires_grad or arg.requires_grad
-                arrays.append(arg.data)
+                arrays.append(arg.array)
             else:
                 arrays.append(arg)
         ctx.backend = backend
@@ -322,18 +322,18 @@ def backward(root: Variable, grad: Any = None, retain_graph: bool = False) -> No
         )
     xp = root._backend.xp
     if grad is None:
-        if root.data.size != 1:
+        if root.array.size != 1:
             raise RuntimeError(
                 f"grad can be implicitly created only for scalar outputs, but this tensor has shape "
-                f"{tuple(root.data.shape)}: call .backward(grad) with a gradient of that shape, or reduce it "
+                f"{tuple(root.array.shape)}: call .backward(grad) with a gradient of that shape, or reduce it "
                 f"first (e.g. .sum())"
             )
-        grad = xp.ones_like(root.data)
+        grad = xp.ones_like(root.array)
     else:
-        grad = grad.data if isinstance(grad, Variable) else xp.asarray(grad, dtype=root.data.dtype)
-        if grad.shape != root.data.shape:
+        grad = grad.array if isinstance(grad, Variable) else xp.asarray(grad, dtype=root.array.dtype)
+        if grad.shape != root.array.shape:
             raise RuntimeError(
-                f"backward: gradient has shape {tuple(grad.shape)} but the tensor has shape {tuple(root.data.shape)}"
+                f"backward: gradient has shape {tuple(grad.shape)} but the tensor has shape {tuple(root.array.shape)}"
             )
     handed_out: set = {id(grad if grad.base is None else grad.base)} if grad is not None else set()
     root_ctx = root._ctx
@@ -367,7 +367,7 @@ def backward(root: Variable, grad: Any = None, retain_graph: bool = False) -> No
         for inp, g, needed in zip(node.inputs, input_grads, node.needs_input_grad):
             if not needed or g is None:
                 continue
-            data = inp.data
+            data = inp.array
             if g.shape != data.shape:
                 g = unbroadcast(g, data.shape)
             if g.dtype != data.dtype:

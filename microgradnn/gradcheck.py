@@ -49,7 +49,7 @@ def gradcheck(
     def objective() -> float:
         with no_grad():
             outs = _outputs(fn(*inputs))
-        return float(sum(np.sum(_host(o.data) * v) for o, v in zip(outs, projections)))
+        return float(sum(np.sum(_host(o.array) * v) for o, v in zip(outs, projections)))
 
     for t in checked:
         t._grad = None
@@ -66,7 +66,7 @@ def gradcheck(
     for position, t in enumerate(checked):
         analytic = np.zeros(t.shape) if t._grad is None else _host(t._grad).astype(np.float64)
         numeric = np.zeros(t.shape)
-        flat = t.data.reshape(-1)  # a view: nudging it nudges the input
+        flat = t.array.reshape(-1)  # a view: nudging it nudges the input
         for i in range(flat.size):
             original = flat[i].item()
             flat[i] = original + eps

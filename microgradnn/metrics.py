@@ -35,8 +35,8 @@ IGNORE_INDEX = -100
 
 
 def _host(a: Any) -> np.ndarray:
-    """A numpy array from numpy, a Tensor (``.data``) or a CuPy array (``.get()``)."""
-    a = getattr(a, "data", a) if not isinstance(a, np.ndarray) else a
+    """A numpy array from numpy, a Tensor (``.array``) or a CuPy array (``.get()``)."""
+    a = getattr(a, "array", a) if not isinstance(a, np.ndarray) else a
     if not isinstance(a, np.ndarray) and hasattr(a, "get"):
         a = a.get()
     return np.asarray(a)

@@ -66,9 +66,9 @@ def _dims(args: tuple) -> tuple:
 def _unwrap_index(index: Any) -> Any:
     """Tensors inside an index become arrays (they select; they carry no gradient)."""
     if isinstance(index, Variable):
-        return index.data
+        return index.array
     if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Variable) else i for i in index)
+        return tuple(i.array if isinstance(i, Variable) else i for i in index)
     return index
 
 
@@ -81,8 +81,8 @@ class Tensor(Variable):
     def __init__(self, data: Any, backend: Any = None, requires_grad: bool = False, ctx: Any = None, out_index: int = 0):
         if backend is None:  # a user calling Tensor(data): go through tensor()'s conversion
             made = tensor(data)
-            data, backend = made.data, made._backend
-        self.data = data
+            data, backend = made.array, made._backend
+        self.array = data
         self._backend = backend
         self.requires_grad = requires_grad
         self._grad = None
@@ -94,11 +94,11 @@ class Tensor(Variable):
 
     @property
     def shape(self) -> tuple:
-        return tuple(self.data.shape)
+        return tuple(self.array.shape)
 
     @property
     def dtype(self) -> np.dtype:
-        return self.data.dtype
+        return self.array.dtype
 
     @property
     def device(self) -> str:
@@ -106,25 +106,43 @@ class Tensor(Variable):
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self.array.ndim
 
     def dim(self) -> int:
-        return self.data.ndim
+        return self.array.ndim
 
     def size(self, dim: int | None = None) -> Any:
-        return self.shape if dim is None else self.data.shape[dim]
+        return self.shape if dim is None else self.array.shape[dim]
 
     def numel(self) -> int:
-        return int(self.data.size)
+        return int(self.array.size)
 
     def __len__(self) -> int:
-        if self.data.ndim == 0:
+        if self.array.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        return self.data.shape[0]
+        return self.array.shape[0]
 
     @property
     def is_cuda(self) -> bool:
         return self._backend.name == "cuda"
+
+    @property
+    def data(self) -> "Tensor":
+        """PyTorch's ``.data``: this tensor's storage as a Tensor with no autograd history.
+
+        Writes through it (``p.data.add_(...)``, ``p.data[0] = 1``) change ``p`` and are not
+        recorded in the graph. The raw backend array is ``.array`` (what the library itself
+        uses); users get a numpy array from ``.numpy()``.
+        """
+        return Tensor(self.array, self._backend)
+
+    @data.setter
+    def data(self, value: "Tensor") -> None:
+        if not isinstance(value, Variable):
+            raise TypeError(f"Variable data has to be a tensor, but got {type(value).__name__}")
+        if value._backend is not self._backend and value._backend.name != self._backend.name:
+            raise RuntimeError(f"data set to a tensor on {value.device} for a tensor on {self.device}")
+        self.array = value.array
 
     @property
     def grad(self) -> "Tensor | None":
@@ -136,8 +154,8 @@ class Tensor(Variable):
         if value is None:
             self._grad = None
             return
-        data = value.data if isinstance(value, Variable) else self._backend.xp.asarray(value)
-        if data.shape != self.data.shape:
+        data = value.array if isinstance(value, Variable) else self._backend.xp.asarray(value)
+        if data.shape != self.array.shape:
             raise RuntimeError(f"assigned grad has shape {tuple(data.shape)} but the tensor has shape {self.shape}")
         self._grad = data
 
@@ -148,14 +166,14 @@ class Tensor(Variable):
             raise RuntimeError("can't call numpy() on a tensor that requires grad: use tensor.detach().numpy()")
         if self._backend.name != "cpu":
             raise TypeError(f"can't convert a {self.device} tensor to numpy: use tensor.cpu() first")
-        return self.data
+        return self.array
 
     def tolist(self) -> Any:
         return self._host().tolist()
 
     def item(self) -> Any:
-        if self.data.size != 1:
-            raise RuntimeError(f"a tensor with {self.data.size} elements cannot be converted to a Python number")
+        if self.array.size != 1:
+            raise RuntimeError(f"a tensor with {self.array.size} elements cannot be converted to a Python number")
         return self._host().reshape(()).item()
 
     def __float__(self) -> builtins.float:
@@ -165,12 +183,12 @@ class Tensor(Variable):
         return builtins.int(self.item())
 
     def __bool__(self) -> bool:
-        if self.data.size != 1:
-            raise RuntimeError(f"the truth value of a tensor with {self.data.size} elements is ambiguous: use .any() or .all()")
+        if self.array.size != 1:
+            raise RuntimeError(f"the truth value of a tensor with {self.array.size} elements is ambiguous: use .any() or .all()")
         return bool(self.item())
 
     def _host(self) -> np.ndarray:
-        data = self.data
+        data = self.array
         return data if self._backend.name == "cpu" else data.get()
 
     def __repr__(self) -> str:
@@ -237,7 +255,7 @@ class Tensor(Variable):
         autograd.backward(self, grad, retain_graph)
 
     def detach(self) -> "Tensor":
-        return Tensor(self.data, self._backend)
+        return Tensor(self.array, self._backend)
 
     def detach_(self) -> "Tensor":
         self._ctx, self.requires_grad = None, False
@@ -260,7 +278,7 @@ class Tensor(Variable):
 
         def on_array(grad: Any) -> Any:
             result = hook(Tensor(grad, backend))
-            return None if result is None else result.data
+            return None if result is None else result.array
 
         return autograd.register_hook(self, on_array)
 
@@ -277,29 +295,29 @@ class Tensor(Variable):
             )
 
     def _value(self, other: Any) -> Any:
-        return other.data if isinstance(other, Variable) else other
+        return other.array if isinstance(other, Variable) else other
 
     def zero_(self) -> "Tensor":
         self._check_inplace("zero_")
-        self.data[...] = 0
+        self.array[...] = 0
         return self
 
     def fill_(self, value: Any) -> "Tensor":
         self._check_inplace("fill_")
-        self.data[...] = self._value(value)
+        self.array[...] = self._value(value)
         return self
 
     def copy_(self, src: Any) -> "Tensor":
         self._check_inplace("copy_")
         value = self._value(src)
-        if not isinstance(value, type(self.data)):
+        if not isinstance(value, type(self.array)):
             value = _move_array(value, self._backend)
-        self.data[...] = value
+        self.array[...] = value
         return self
 
     def add_(self, other: Any, alpha: Any = 1) -> "Tensor":
         self._check_inplace("add_")
-        self.data += self._value(other) * alpha if alpha != 1 else self._value(other)
+        self.array += self._value(other) * alpha if alpha != 1 else self._value(other)
         return self
 
     def sub_(self, other: Any, alpha: Any = 1) -> "Tensor":
@@ -307,28 +325,28 @@ class Tensor(Variable):
 
     def mul_(self, other: Any) -> "Tensor":
         self._check_inplace("mul_")
-        self.data *= self._value(other)
+        self.array *= self._value(other)
         return self
 
     def div_(self, other: Any) -> "Tensor":
         self._check_inplace("div_")
-        self.data /= self._value(other)
+        self.array /= self._value(other)
         return self
 
     def clamp_(self, min: Any = None, max: Any = None) -> "Tensor":
         self._check_inplace("clamp_")
-        self._backend.xp.clip(self.data, min, max, out=self.data)
+        self._backend.xp.clip(self.array, min, max, out=self.array)
         return self
 
     def uniform_(self, a: builtins.float = 0.0, b: builtins.float = 1.0) -> "Tensor":
         self._check_inplace("uniform_")
-        self.data[...] = _random(self._backend).uniform(a, b, self.shape).astype(self.dtype)
+        self.array[...] = _random(self._backend).uniform(a, b, self.shape).astype(self.dtype)
         return self
 
     def normal_(self, mean: builtins.float = 0.0, std: builtins.float = 1.0) -> "Tensor":
         self._check_inplace("normal_")
         # standard_normal * std + mean: CuPy's Generator has no .normal(); same values on numpy
-        self.data[...] = (_random(self._backend).standard_normal(self.shape) * std + mean).astype(self.dtype)
+        self.array[...] = (_random(self._backend).standard_normal(self.shape) * std + mean).astype(self.dtype)
         return self
 
     def _inplace_or_new(self, name: str, inplace: Callable[[], Any], new: Callable[[], "Tensor"]) -> "Tensor":
@@ -346,20 +364,20 @@ class Tensor(Variable):
         return new()
 
     def __iadd__(self, other: Any) -> "Tensor":
-        return self._inplace_or_new("+=", lambda: self.data.__iadd__(self._value(other)), lambda: self + other)
+        return self._inplace_or_new("+=", lambda: self.array.__iadd__(self._value(other)), lambda: self + other)
 
     def __isub__(self, other: Any) -> "Tensor":
-        return self._inplace_or_new("-=", lambda: self.data.__isub__(self._value(other)), lambda: self - other)
+        return self._inplace_or_new("-=", lambda: self.array.__isub__(self._value(other)), lambda: self - other)
 
     def __imul__(self, other: Any) -> "Tensor":
-        return self._inplace_or_new("*=", lambda: self.data.__imul__(self._value(other)), lambda: self * other)
+        return self._inplace_or_new("*=", lambda: self.array.__imul__(self._value(other)), lambda: self * other)
 
     def __itruediv__(self, other: Any) -> "Tensor":
-        return self._inplace_or_new("/=", lambda: self.data.__itruediv__(self._value(other)), lambda: self / other)
+        return self._inplace_or_new("/=", lambda: self.array.__itruediv__(self._value(other)), lambda: self / other)
 
     def __setitem__(self, index: Any, value: Any) -> None:
         self._check_inplace("__setitem__")
-        self.data[_unwrap_index(index)] = self._value(value)
+        self.array[_unwrap_index(index)] = self._value(value)
 
     # ------------------------------------------------------------------ arithmetic
 
@@ -425,13 +443,13 @@ class Tensor(Variable):
         return E.Ne.apply(self, other)
 
     def __invert__(self) -> "Tensor":
-        return Tensor(~self.data, self._backend)
+        return Tensor(~self.array, self._backend)
 
     def __and__(self, other: Any) -> "Tensor":
-        return Tensor(self.data & self._value(other), self._backend)
+        return Tensor(self.array & self._value(other), self._backend)
 
     def __or__(self, other: Any) -> "Tensor":
-        return Tensor(self.data | self._value(other), self._backend)
+        return Tensor(self.array | self._value(other), self._backend)
 
     add = __add__
     sub = __sub__
@@ -516,7 +534,7 @@ class Tensor(Variable):
 
     def _extreme_along(self, dim: builtins.int, keepdim: bool, arg: Callable) -> MaxMin:
         dim = R.normalize_dims(dim, self.ndim)[0]
-        indices = arg(self.data, axis=dim)
+        indices = arg(self.array, axis=dim)
         if keepdim:  # SelectAlongDim takes keepdim=True to mean the indices keep their axis
             indices = self._backend.xp.expand_dims(indices, dim)
         values = R.SelectAlongDim.apply(self, indices, dim=dim, keepdim=keepdim)
@@ -535,16 +553,16 @@ class Tensor(Variable):
         return self._arg(self._backend.xp.argmin, dim, keepdim)
 
     def _arg(self, fn: Callable, dim: Any, keepdim: bool) -> "Tensor":
-        out = fn(self.data, axis=dim)
+        out = fn(self.array, axis=dim)
         if keepdim:  # with dim=None, keepdim gives every axis length 1 (as PyTorch)
             out = self._backend.xp.expand_dims(out, dim) if dim is not None else out.reshape((1,) * self.ndim)
         return Tensor(self._backend.xp.asarray(out, dtype=int64), self._backend)
 
     def all(self) -> "Tensor":
-        return Tensor(self._backend.xp.asarray(self.data.all()), self._backend)
+        return Tensor(self._backend.xp.asarray(self.array.all()), self._backend)
 
     def any(self) -> "Tensor":
-        return Tensor(self._backend.xp.asarray(self.data.any()), self._backend)
+        return Tensor(self._backend.xp.asarray(self.array.any()), self._backend)
 
     def logsumexp(self, dim: Any, keepdim: bool = False) -> "Tensor":
         return R.LogSumExp.apply(self, dim=dim, keepdim=keepdim)
@@ -640,7 +658,7 @@ class Tensor(Variable):
         return S.Unbind.apply(self, dim=dim)
 
     def __iter__(self):
-        if self.data.ndim == 0:
+        if self.array.ndim == 0:
             raise TypeError("iteration over a 0-d tensor")
         return iter(self.unbind(0))
 
@@ -684,7 +702,7 @@ def tensor(data: Any, dtype: DTypeLike = None, device: DeviceLike = "cpu", requi
     keeps its dtype, as ``torch.tensor`` does."""
     backend = get_backend(device)
     if isinstance(data, Variable):
-        data = data.data
+        data = data.array
     if dtype is not None:
         dtype = _as_dtype(dtype)
     elif not hasattr(data, "dtype"):
@@ -882,7 +900,7 @@ def chunk(x: Tensor, chunks: builtins.int, dim: builtins.int = 0) -> tuple:
 
 def where(condition: Any, a: Any, b: Any) -> Tensor:
     """``a`` where ``condition`` holds, else ``b``; the condition carries no gradient."""
-    cond = condition.data if isinstance(condition, Variable) else condition
+    cond = condition.array if isinstance(condition, Variable) else condition
     if isinstance(a, Variable) or isinstance(b, Variable):
         return E.Where.apply(cond, a, b)
     backend = condition._backend if isinstance(condition, Variable) else get_backend("cpu")
@@ -919,7 +937,7 @@ def cross_entropy(
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
-    target_data = target.data if isinstance(target, Variable) else input._backend.xp.asarray(target)
+    target_data = target.array if isinstance(target, Variable) else input._backend.xp.asarray(target)
     if target_data.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype {target_data.dtype}")
     logits, rest = input, None
@@ -931,7 +949,7 @@ def cross_entropy(
         target_data = target_data.reshape(-1)
     if logits.shape[0] != target_data.shape[0]:
         raise RuntimeError(f"cross_entropy: input shape {input.shape} and target shape {tuple(target.shape)} don't match")
-    w = weight.data if isinstance(weight, Variable) else weight
+    w = weight.array if isinstance(weight, Variable) else weight
     loss = N.CrossEntropy.apply(logits, target_data, weight=w, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
     if reduction == "none":
         if input.ndim == 1:

@@ -94,7 +94,7 @@ def _describe(node: Any) -> tuple[str, str]:
     if isinstance(node, Value):
         return f"data={_number(node.data)}", f"grad={_number(node.grad)}"
     kind = type(node).__name__
-    data = node.data
+    data = node.array
     text = f"{tuple(data.shape)} {data.dtype.name}"
     if kind != "Tensor":  # Parameter
         text = f"{kind} {text}"

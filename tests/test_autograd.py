@@ -107,7 +107,7 @@ def test_leaf_grad_does_not_alias_the_gradient_passed_to_backward():
     a, b = f64([1.0, 2.0]), f64([3.0, 4.0])
     seed_grad = np.array([1.0, -1.0])
     (a + b).backward(mg.from_numpy(seed_grad))
-    a.grad.data[...] = 7.0
+    a.grad.array[...] = 7.0
     np.testing.assert_array_equal(seed_grad, [1.0, -1.0])
     np.testing.assert_array_equal(b.grad.numpy(), [1.0, -1.0])
 
@@ -126,16 +126,16 @@ def test_leaf_grad_is_a_writable_array_of_its_own(fn):
     with mg.no_grad():
         x.grad.add_(1.0)
     np.testing.assert_array_equal(x.grad.numpy(), before + 1.0)
-    x.grad.data[0, 0] = 100.0
+    x.grad.array[0, 0] = 100.0
     assert x.grad.numpy()[1, 2] == before[1, 2] + 1.0
 
 
 def test_zero_dim_tensors_hold_arrays_and_their_grads_can_be_updated_in_place():
     x = f64(2.0)
     y = (x * 3.0 + x.exp()).sum()
-    assert isinstance(y.data, np.ndarray) and y.shape == ()
+    assert isinstance(y.array, np.ndarray) and y.shape == ()
     y.backward()
-    assert isinstance(x.grad.data, np.ndarray)
+    assert isinstance(x.grad.array, np.ndarray)
     with mg.no_grad():
         x.grad.zero_()
         y.zero_()
@@ -466,7 +466,7 @@ def test_retained_grad_is_its_own_writable_array():
     b = x + 0.0
     b.retain_grad()
     b.sum().backward()
-    b.grad.data[0] = 5.0
+    b.grad.array[0] = 5.0
     np.testing.assert_array_equal(x.grad.numpy(), [1.0, 1.0])
 
 

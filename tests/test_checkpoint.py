@@ -97,7 +97,7 @@ def snapshot(model, opt, sched, step):
 
 
 def params_of(model):
-    return {name: p.data.copy() for name, p in model.named_parameters()}
+    return {name: p.array.copy() for name, p in model.named_parameters()}
 
 
 @pytest.mark.parametrize("k,m", [(5, 6), (1, 3)])
@@ -225,7 +225,7 @@ def test_arrays_are_real_safetensors_tensors(tmp_path):
     mg.save(snapshot(model, opt, sched, 2), path)
     raw = safetensors.numpy.load_file(str(path))
     assert "model.rnn.weight_ih_l0" in raw and "optimizer.state.0.exp_avg" in raw
-    np.testing.assert_array_equal(raw["model.head.weight"], model.head.weight.data)
+    np.testing.assert_array_equal(raw["model.head.weight"], model.head.weight.array)
     with open(path, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(n))

@@ -181,7 +181,7 @@ def _both(fn, *arrays, dtype=np.float64):
         out = fn(*leaves)
         assert out.device == device
         out.backward(mg.ones_like(out) * 0.5 if out.ndim else None)
-        results[device] = [_host(out.data)] + [_host(t.grad.data) for t in leaves if t.requires_grad]
+        results[device] = [_host(out.array)] + [_host(t.grad.array) for t in leaves if t.requires_grad]
     tol = tolerances(dtype) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-5)
     for c, g in zip(results["cpu"], results["cuda"]):
         np.testing.assert_allclose(g, c, **tol)
@@ -239,7 +239,7 @@ def test_cross_entropy_and_embedding_on_cuda_match_cpu(smoothing, weighted):
         emb = mg.nn.Embedding(9, 3, padding_idx=0, dtype=mg.float64).to(device)
         out = emb(mg.tensor(tokens, device=device))
         (out * out).sum().backward()
-        results[device] = (_host(out.data), _host(emb.weight.grad.data))
+        results[device] = (_host(out.array), _host(emb.weight.grad.array))
     for c, g in zip(results["cpu"], results["cuda"]):
         np.testing.assert_allclose(g, c, rtol=1e-10, atol=1e-12)
     assert not results["cuda"][1][0].any()  # the padding row gets no gradient
@@ -267,8 +267,8 @@ def test_recurrent_layer_forward_backward_on_cuda_matches_cpu(kind):
         out, state = layer(inp, lengths=lengths)
         h = state[0] if kind == "lstm" else state
         (out.sum() + (h * h).sum()).backward()
-        grads = [_host(p.grad.data) for _, p in sorted(layer.named_parameters())]
-        results[device] = [_host(out.data), _host(h.data), _host(inp.grad.data)] + grads
+        grads = [_host(p.grad.array) for _, p in sorted(layer.named_parameters())]
+        results[device] = [_host(out.array), _host(h.array), _host(inp.grad.array)] + grads
     for k, (c, g) in enumerate(zip(results["cpu"], results["cuda"])):
         np.testing.assert_allclose(g, c, rtol=1e-4, atol=1e-5, err_msg=f"{kind} output {k}")
 
@@ -298,7 +298,7 @@ def test_optimizer_steps_on_cuda_match_cpu(name):
             loss = mg.cross_entropy(model(xs), ys)
             loss.backward()
             opt.step()
-        results[device] = [_host(p.data) for p in model.parameters()] + [loss.item()]
+        results[device] = [_host(p.array) for p in model.parameters()] + [loss.item()]
     for c, g in zip(results["cpu"], results["cuda"]):
         np.testing.assert_allclose(g, c, rtol=1e-4, atol=1e-5)
 

@@ -121,7 +121,7 @@ def torch_layer(kind, I, H, dtype, bidirectional=False):
 
 
 def assert_close(actual, expected, dtype, what):
-    actual = np.asarray(actual.data if isinstance(actual, mg.Tensor) else actual)
+    actual = np.asarray(actual.array if isinstance(actual, mg.Tensor) else actual)
     expected = expected.detach().numpy() if isinstance(expected, torch.Tensor) else np.asarray(expected)
     assert actual.shape == expected.shape, what
     if dtype == np.float64:
@@ -335,7 +335,7 @@ def test_partial_requires_grad_and_no_grad():
     with mg.no_grad():
         out2, _, _ = lstm_sequence(x, h0, c0, *ws)
     assert not out2.requires_grad
-    np.testing.assert_array_equal(out.data, out2.data)
+    np.testing.assert_array_equal(out.array, out2.array)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -360,16 +360,16 @@ def test_outputs_are_zero_at_padding_and_h_n_is_state_at_own_end():
     lengths = np.array([5, 2, 3])
     out, h_n = gru_sequence(x, h0, *ws, lengths=lengths)
     for b, n in enumerate(lengths):
-        assert np.all(out.data[n:, b] == 0)
-        np.testing.assert_array_equal(h_n.data[b], out.data[n - 1, b])
+        assert np.all(out.array[n:, b] == 0)
+        np.testing.assert_array_equal(h_n.array[b], out.array[n - 1, b])
     out_r, h_n_r = gru_sequence(x, h0, *ws, lengths=lengths, reverse=True)
     for b, n in enumerate(lengths):
-        assert np.all(out_r.data[n:, b] == 0)
-        np.testing.assert_array_equal(h_n_r.data[b], out_r.data[0, b])
+        assert np.all(out_r.array[n:, b] == 0)
+        np.testing.assert_array_equal(h_n_r.array[b], out_r.array[0, b])
         # each reversed sequence equals the forward run over its own reversed steps
         xb = mg.tensor(x_np[:n, b : b + 1][::-1].copy())
         ref, _ = gru_sequence(xb, mg.tensor(h0_np[b : b + 1]), *[mg.tensor(w) for w in weights])
-        np.testing.assert_allclose(out_r.data[:n, b], ref.data[::-1, 0], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(out_r.array[:n, b], ref.array[::-1, 0], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
@@ -382,7 +382,7 @@ def test_initial_state_broadcast_over_batch(kind):
     inputs = [h0, c0] if kind == "lstm" else [h0]
     assert mg.gradcheck(lambda *s: run(kind, x, s[0], s[-1], ws), *inputs, atol=1e-6, rtol=1e-4)
     full = run(kind, x, mg.tensor(np.repeat(h0_np[:1], 4, 0)), mg.tensor(np.repeat(c0_np[:1], 4, 0)), ws)
-    np.testing.assert_allclose(run(kind, x, h0, c0, ws)[0].data, full[0].data, rtol=1e-12)
+    np.testing.assert_allclose(run(kind, x, h0, c0, ws)[0].array, full[0].array, rtol=1e-12)
 
 
 def test_workspace_recycles_aligned_arrays_within_its_budget():
@@ -454,8 +454,8 @@ def test_generic_path_with_reference_kernels_matches_fused(kind, lengths, revers
         for o in outs[1:]:
             total = total + (o * o).sum()
         total.backward()
-        results.append([o.data for o in outs] + [t.grad.data for t in [x, h0] + ws] + norms
-                       + ([c0.grad.data] if kind == "lstm" else []))
+        results.append([o.array for o in outs] + [t.grad.array for t in [x, h0] + ws] + norms
+                       + ([c0.grad.array] if kind == "lstm" else []))
     for fused, plain in zip(*results):
         np.testing.assert_allclose(fused, plain, rtol=1e-12, atol=1e-12)
 
@@ -484,7 +484,7 @@ def test_property_fused_equals_reference_path(kind, T, B, I, H, reverse, bias, d
         x, h0, c0, ws = make(x_np), make(h0_np), make(c0_np), [make(w) for w in weights]
         outs = run(kind, x, h0, c0, ws, lengths=lengths, reverse=reverse)
         sum((o * o).sum() for o in outs).backward()
-        results.append([o.data for o in outs] + [t.grad.data for t in [x, h0] + [w for w in ws if w is not None]])
+        results.append([o.array for o in outs] + [t.grad.array for t in [x, h0] + [w for w in ws if w is not None]])
     for fused, plain in zip(*results):
         assert fused.dtype == np.float32
         np.testing.assert_allclose(fused, plain, rtol=1e-4, atol=2e-5)
@@ -532,6 +532,6 @@ def test_cuda_sequence_matches_cpu(kind):
         outs = run(kind, x, h0, c0, ws, lengths=lengths, reverse=True, grad_norms=norms)
         sum((o * o).sum() for o in outs).backward()
         host = lambda a: a if isinstance(a, np.ndarray) else a.get()  # noqa: E731
-        results.append([host(o.data) for o in outs] + [host(t.grad.data) for t in [x, h0] + ws] + norms)
+        results.append([host(o.array) for o in outs] + [host(t.grad.array) for t in [x, h0] + ws] + norms)
     for on_cpu, on_gpu in zip(*results):
         np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-10, atol=1e-10)

@@ -54,7 +54,7 @@ def _check(cond: bool, message: str) -> None:
 
 def _feature_dropout(a: Tensor, p: float) -> Tensor:
     """Drop columns of A (input features of the low-rank path), scaling the rest by 1/(1-p)."""
-    keep = rand(a.shape[1], dtype=a.dtype, device=a._backend).data >= p
+    keep = rand(a.shape[1], dtype=a.dtype, device=a._backend).array >= p
     return a * (keep.astype(a.dtype) / (1.0 - p))
 
 
@@ -180,7 +180,7 @@ class SVDParametrization(Module):
 
     @property
     def rank(self) -> int:
-        return int(float(self.rank_mask.data.sum()))
+        return int(float(self.rank_mask.array.sum()))
 
     def forward(self, weight: Tensor) -> Tensor:
         a = self.lora_A
@@ -277,7 +277,7 @@ class AdaLoRA(LoRA):
 
         def record(grad: Tensor) -> None:
             # sensitivity: how much the loss would change if this entry were zeroed (first order)
-            s = abs(p.data * grad.data)
+            s = abs(p.array * grad.array)
             self._sens[key] = s if key not in self._sens else self._sens[key] + s
 
         return record
@@ -337,7 +337,7 @@ class AdaLoRA(LoRA):
 
     def _prune_to(self, budget: int) -> None:
         fns = self._fns()
-        masks = [_host(fn.rank_mask.data) > 0 for fn in fns]
+        masks = [_host(fn.rank_mask.array) > 0 for fn in fns]
         active = sum(int(m.sum()) for m in masks)
         if active <= budget:
             return
@@ -346,8 +346,8 @@ class AdaLoRA(LoRA):
         candidates.sort(key=lambda c: c[0])  # least important first
         with no_grad():
             for _, w, i in candidates[: active - budget]:
-                fns[w].rank_mask.data[i] = 0
-                fns[w].lora_E.data[i] = 0
+                fns[w].rank_mask.array[i] = 0
+                fns[w].lora_E.array[i] = 0
 
     # -- reporting ----------------------------------------------------------------
 

@@ -108,13 +108,13 @@ class Prompt(Strategy):
                 if table is None:
                     raise FinetuneError("prompt: init='vocab' needs token inputs (an embedding); use init='random'")
                 vocab = table.shape[0]
-                ids = randint(0, vocab, (self.n_tokens,), device=table._backend).data
+                ids = randint(0, vocab, (self.n_tokens,), device=table._backend).array
                 pad = getattr(embedding, "padding_idx", None)
                 if pad is not None and vocab > 1:
                     ids[ids == pad] = (pad + 1) % vocab  # the padding row is all zeros
-                prompt.data[...] = table.data[ids]
+                prompt.array[...] = table.array[ids]
             else:
-                std = float(table.data.std()) if table is not None else 1.0
+                std = float(table.array.std()) if table is not None else 1.0
                 prompt.normal_(0.0, std or 1.0)
         self._freeze_all(model)
         model.prompt = prompt

@@ -110,10 +110,10 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None, max
 @no_grad()
 def _embedding_renorm_(weight: Tensor, input: Any, max_norm: float, norm_type: float) -> None:
     xp = weight._backend.xp
-    rows = xp.unique(xp.asarray(getattr(input, "data", input)).reshape(-1))
+    rows = xp.unique(xp.asarray(getattr(input, "array", input)).reshape(-1))
     if rows.size == 0:
         return
-    w = weight.data
+    w = weight.array
     norms = (xp.abs(w[rows]) ** norm_type).sum(axis=1) ** (1.0 / norm_type)
     big = norms > max_norm
     scale = max_norm / (norms[big] + 1e-7)  # PyTorch's epsilon
@@ -138,7 +138,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
 
 def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
     """int64 one-hot codes: ``(*shape) -> (*shape, num_classes)``; -1 infers ``max + 1``."""
-    data = tensor.data if isinstance(tensor, Variable) else np.asarray(tensor)
+    data = tensor.array if isinstance(tensor, Variable) else np.asarray(tensor)
     if data.dtype.kind not in "iu":
         raise TypeError(f"one_hot: only integer tensors (class indices) are allowed, got dtype {data.dtype}")
     backend = tensor._backend if isinstance(tensor, Variable) else None
@@ -350,7 +350,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Any = None, *, ignore_i
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
     weight = _as_tensor(weight, input)
-    target_data = target.data if isinstance(target, Variable) else np.asarray(target)
+    target_data = target.array if isinstance(target, Variable) else np.asarray(target)
     if target_data.dtype.kind == "f":
         return _cross_entropy_probabilities(input, target, weight, reduction, label_smoothing)
     return _fused_cross_entropy(input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
@@ -387,7 +387,7 @@ def nll_loss(input: Tensor, target: Tensor, weight: Any = None, *, ignore_index:
     nothing, and "mean" divides by the summed weight of the counted targets (PyTorch)."""
     check_reduction(reduction, "nll_loss")
     weight = _as_tensor(weight, input)
-    target_data = target.data if isinstance(target, Variable) else input._backend.xp.asarray(target)
+    target_data = target.array if isinstance(target, Variable) else input._backend.xp.asarray(target)
     if target_data.dtype.kind not in "iu":
         raise TypeError(f"nll_loss: target must hold integer class indices, got dtype {target_data.dtype}")
     logp, rest = input, None
@@ -410,7 +410,7 @@ def nll_loss(input: Tensor, target: Tensor, weight: Any = None, *, ignore_index:
                          f"(allowed: 0..{classes - 1}, or ignore_index={ignore_index})")
     safe = xp.where(valid, flat, 0)
     picked = logp[xp.arange(n), safe]
-    w = weight.data[safe] if weight is not None else xp.ones(n, dtype=input.dtype)
+    w = weight.array[safe] if weight is not None else xp.ones(n, dtype=input.dtype)
     row_weight = _const(input, w * valid)
     loss = -picked * row_weight
     if reduction == "none":
@@ -484,7 +484,7 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Any = None, *, r
     if tuple(input.shape) != tuple(getattr(target, "shape", ())):
         raise ValueError(f"binary_cross_entropy: target size {tuple(getattr(target, 'shape', ()))} must equal "
                          f"input size {tuple(input.shape)}")
-    data = input.data
+    data = input.array
     if data.size and (float(data.min()) < 0 or float(data.max()) > 1):
         raise RuntimeError("binary_cross_entropy: all input values must be between 0 and 1 (probabilities); "
                            "for logits use binary_cross_entropy_with_logits")

@@ -34,7 +34,7 @@ class Parameter(Tensor):
             data = tensor([])
         elif not isinstance(data, Tensor):
             data = tensor(data)
-        super().__init__(data.data, data._backend)
+        super().__init__(data.array, data._backend)
         if requires_grad:
             self.requires_grad_(True)
 
@@ -53,7 +53,7 @@ def _as_array(value: Any) -> Any:
     """An array from a numpy/cupy array, a microgradnn tensor or a torch tensor (duck-typed:
     torch is never imported here)."""
     if isinstance(value, Tensor):
-        return value.data
+        return value.array
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor
         return value.detach().cpu().numpy()
     return value
@@ -306,7 +306,7 @@ class Module:
                     if value is None or (store == "_buffers" and name in mod._non_persistent):
                         continue
                     key = f"{mod_prefix}.{name}" if mod_prefix else name
-                    out[key] = value if keep_vars else value.data
+                    out[key] = value if keep_vars else value.array
         return out
 
     def load_state_dict(self, state_dict: Any, strict: bool = True) -> IncompatibleKeys:
@@ -341,7 +341,7 @@ class Module:
         with no_grad():
             for key, array in arrays.items():
                 target = own[key]
-                target.data[...] = _move_array(array, target._backend).astype(target.dtype, copy=False)
+                target.array[...] = _move_array(array, target._backend).astype(target.dtype, copy=False)
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ display
@@ -406,7 +406,7 @@ def _shape_of(out: Any) -> str:
 
 def _retarget(t: Tensor, backend: Any, dtype: Any) -> None:
     """Move/cast a parameter or buffer in place, so references to it (an optimizer's) stay valid."""
-    data = t.data
+    data = t.array
     if dtype is not None and data.dtype.kind == "f":
         data = data.astype(dtype)
         if t._grad is not None:
@@ -416,7 +416,7 @@ def _retarget(t: Tensor, backend: Any, dtype: Any) -> None:
         if t._grad is not None:
             t._grad = _move_array(t._grad, backend)
         t._backend = backend
-    t.data = data
+    t.array = data
 
 
 # ============================================================================ parametrization
@@ -478,7 +478,7 @@ class ParametrizationList(Module):
             if tuple(value.shape) != tuple(self.original.shape):
                 raise ValueError(f"cannot assign a tensor of shape {tuple(value.shape)} to a parametrized tensor "
                                  f"whose original has shape {tuple(self.original.shape)}")
-            self.original.data[...] = _move_array(value.data, self.original._backend).astype(self.original.dtype, copy=False)
+            self.original.array[...] = _move_array(value.array, self.original._backend).astype(self.original.dtype, copy=False)
 
 
 def is_parametrized(module: Module, tensor_name: str | None = None) -> bool:
@@ -556,7 +556,7 @@ def remove_parametrizations(module: Module, tensor_name: str, leave_parametrized
     if leave_parametrized:
         with no_grad():
             value = plist()
-        original.data = value.data.copy() if value.data is original.data else value.data
+        original.array = value.array.copy() if value.array is original.array else value.array
     del plists._modules[tensor_name]
     if not plists._modules:
         del module._modules["parametrizations"]

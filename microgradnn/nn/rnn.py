@@ -161,7 +161,7 @@ def _lengths_array(lengths: Any, batch: int, steps: int, allow_zero: bool = Fals
     if lengths is None:
         return None
     if isinstance(lengths, Variable):
-        lengths = lengths.data
+        lengths = lengths.array
     if not isinstance(lengths, (list, tuple, np.ndarray)) and hasattr(lengths, "get"):
         lengths = lengths.get()  # a cupy array
     arr = np.asarray(lengths)
@@ -199,7 +199,7 @@ class _NormRecorder:
             if self.current is None or t in self.filled:
                 self.current, self.filled = np.zeros(self.steps), set()
                 self.sink.append(self.current)
-            g = grad.data
+            g = grad.array
             total = (g.astype(np.float64) ** 2).sum()
             self.current[t] = math.sqrt(float(total))
             self.filled.add(t)
@@ -270,7 +270,7 @@ def _dropout(x: Tensor, p: float) -> Tensor:
     """Inverted dropout (zero with probability p, scale survivors by 1/(1-p))."""
     if p >= 1.0:
         return x * 0.0
-    keep = rand(*x.shape, dtype=x.dtype, device=x._backend).data >= p
+    keep = rand(*x.shape, dtype=x.dtype, device=x._backend).array >= p
     return x * (keep.astype(x.dtype) / (1.0 - p))
 
 

@@ -137,7 +137,7 @@ def embedding(indices, weight, padding_idx=None, scale_grad_by_freq=False):
     """Look up rows of ``weight`` (num_embeddings, D) for integer ``indices`` of any shape.
 
     Returns ``indices.shape + (D,)``; rows at ``padding_idx`` receive no gradient."""
-    data = getattr(indices, "data", indices)
+    data = getattr(indices, "array", indices)
     if getattr(data, "dtype", None) is None or data.dtype.kind not in "iu":
         kind = getattr(getattr(data, "dtype", None), "name", type(indices).__name__)
         raise TypeError(f"embedding: indices must be an integer tensor (int64), got {kind}")

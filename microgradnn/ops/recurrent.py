@@ -218,7 +218,7 @@ def _mask(xp, lengths, T, B, name):
     if lengths is None:
         return xp.ones((T, B), dtype=np.uint8)
     if isinstance(lengths, Variable):
-        lengths = lengths.data
+        lengths = lengths.array
     lengths = np.asarray(_host(lengths) if not isinstance(lengths, (list, tuple)) else lengths)
     if lengths.shape != (B,) or lengths.dtype.kind not in "iu":
         raise ValueError(f"{name}: lengths must be {B} integers (one per sequence), got shape {lengths.shape} dtype {lengths.dtype}")

@@ -57,5 +57,5 @@ class Adagrad(Optimizer):
         state["step"] += 1
         clr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
         p._backend.kernel("adagrad_update")(
-            p.data, grad, state["sum"], clr, group["weight_decay"], group["eps"], group["maximize"],
+            p.array, grad, state["sum"], clr, group["weight_decay"], group["eps"], group["maximize"],
         )

@@ -68,7 +68,7 @@ class Adam(Optimizer):
         step = state["step"]
         beta1, beta2 = group["betas"]
         p._backend.kernel("adam_update")(
-            p.data, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
+            p.array, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
             group["lr"], beta1, beta2, group["eps"], group["weight_decay"], group["decoupled_weight_decay"],
             group["amsgrad"], group["maximize"], 1 - beta1**step, math.sqrt(1 - beta2**step),
         )

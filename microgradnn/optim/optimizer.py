@@ -67,7 +67,7 @@ def _at_least(group: dict, key: str, what: str, low: float = 0.0) -> None:
 def _as_state_array(value: Any) -> Any:
     """An array from a numpy/cupy array, a microgradnn Tensor or a torch tensor (duck-typed)."""
     if isinstance(value, Tensor):
-        return value.data
+        return value.array
     if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
         return value.detach().cpu().numpy()
     return value
@@ -194,7 +194,7 @@ class Optimizer:
                 grad = p._grad
                 if grad is None:
                     continue
-                if grad.shape != p.data.shape:
+                if grad.shape != p.array.shape:
                     raise RuntimeError(f"a parameter of shape {p.shape} has a gradient of shape {tuple(grad.shape)}")
                 state = self.state[p]
                 if not state:
@@ -323,5 +323,5 @@ class Optimizer:
 
 def _zeros_like(p: Tensor, fill: float = 0.0) -> Any:
     xp = p._backend.xp
-    out = xp.zeros_like(p.data) if fill == 0 else xp.full_like(p.data, fill)
+    out = xp.zeros_like(p.array) if fill == 0 else xp.full_like(p.array, fill)
     return xp.ascontiguousarray(out)

@@ -61,7 +61,7 @@ class RMSprop(Optimizer):
             state["grad_avg"] = _zeros_like(p)
         state["step"] += 1
         p._backend.kernel("rmsprop_update")(
-            p.data, grad, state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer"),
+            p.array, grad, state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer"),
             group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"],
             group["centered"], group["maximize"],
         )

@@ -50,8 +50,8 @@ class SGD(Optimizer):
             buf = state.get("momentum_buffer")
             first = buf is None
             if first:
-                buf = state["momentum_buffer"] = p._backend.xp.empty_like(p.data)
+                buf = state["momentum_buffer"] = p._backend.xp.empty_like(p.array)
         p._backend.kernel("sgd_update")(
-            p.data, grad, buf, group["lr"], group["weight_decay"], momentum, group["dampening"],
+            p.array, grad, buf, group["lr"], group["weight_decay"], momentum, group["dampening"],
             group["nesterov"], group["maximize"], bool(first),
         )

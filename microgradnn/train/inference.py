@@ -238,7 +238,7 @@ def generate(run_dir: str | os.PathLike, prompt: str = "\n", length: int = 200, 
 
 
 def _to_numpy(t: Any) -> np.ndarray:
-    data = t.data
+    data = t.array
     return data.get() if hasattr(data, "get") and not isinstance(data, np.ndarray) else data
 
 

@@ -125,7 +125,7 @@ def _get(d: Any, key: str, default: Any = None) -> Any:
 
 def _host(a: Any) -> np.ndarray:
     if isinstance(a, Tensor):
-        a = a.data
+        a = a.array
     if not isinstance(a, np.ndarray) and hasattr(a, "get"):
         a = a.get()
     return np.asarray(a)
@@ -162,7 +162,7 @@ def _grad_norm(params: list) -> float:
         g = p.grad
         if g is None:
             continue
-        g = g.data if isinstance(g, Tensor) else g
+        g = g.array if isinstance(g, Tensor) else g
         xp = p._backend.xp
         total += float(xp.sum(g.astype(xp.float64) ** 2))
     return math.sqrt(total) if math.isfinite(total) else float("inf") if not math.isnan(total) else float("nan")

@@ -63,6 +63,6 @@ def outputs(model, x) -> np.ndarray:
     was = model.training
     model.eval()
     with mg.no_grad():
-        out = model(x)[0].data.copy()
+        out = model(x)[0].array.copy()
     model.train(was)
     return out

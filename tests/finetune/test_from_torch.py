@@ -46,7 +46,7 @@ def test_finetune_from_a_pytorch_lstm_lm_state_dict(tmp_path, wrap):
     model.load_state_dict(state)
     x, y = batch(2)
     with torch.no_grad():
-        expected = tmodel(torch.from_numpy(x.data)).numpy()
+        expected = tmodel(torch.from_numpy(x.array)).numpy()
     np.testing.assert_allclose(outputs(model, x), expected, rtol=1e-4, atol=1e-5)
 
     strategy = ft.LoRA(r=2, alpha=4.0)
@@ -60,4 +60,4 @@ def test_finetune_from_a_pytorch_lstm_lm_state_dict(tmp_path, wrap):
     strategy.merge(model)
     tmodel.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
     with torch.no_grad():
-        np.testing.assert_allclose(outputs(model, x), tmodel(torch.from_numpy(x.data)).numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(outputs(model, x), tmodel(torch.from_numpy(x.array)).numpy(), rtol=1e-4, atol=1e-5)

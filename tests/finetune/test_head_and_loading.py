@@ -23,10 +23,10 @@ def test_replace_head_moves_an_lm_to_classification_and_any_strategy_trains_it(t
     assert model.head.weight.requires_grad and not model.rnn.weight_ih_l0.requires_grad
     x, _ = batch(2)
     assert outputs(model, x).shape == (3, 3)
-    head_before = model.head.weight.data.copy()
+    head_before = model.head.weight.array.copy()
     train(model, strategy)
-    assert not np.array_equal(model.head.weight.data, head_before)
-    assert np.array_equal(model.rnn.weight_ih_l0.data, pretrained["rnn.weight_ih_l0"])
+    assert not np.array_equal(model.head.weight.array, head_before)
+    assert np.array_equal(model.rnn.weight_ih_l0.array, pretrained["rnn.weight_ih_l0"])
     delta = strategy.delta_state_dict(model)
     assert {"head.weight", "head.bias"} <= set(delta) and "rnn.weight_ih_l0" not in delta
     mg.save(delta, tmp_path / "d.safetensors")

@@ -47,16 +47,16 @@ def test_ia3_scales_each_gate_pre_activation(cell):
     rng = np.random.default_rng(0)
     scale = model.rnn.parametrizations.weight_ih_l0[0].scale
     with mg.no_grad():
-        scale.data[...] = rng.uniform(0.5, 1.5, scale.shape)
+        scale.array[...] = rng.uniform(0.5, 1.5, scale.shape)
     x = rng.standard_normal((2, 5, 3))
     h0 = rng.standard_normal((1, 2, 4))
     hx = (mg.tensor(h0), mg.tensor(rng.standard_normal((1, 2, 4)))) if cell == "lstm" else mg.tensor(h0)
     with mg.no_grad():
         out, _ = model.rnn(mg.tensor(x), hx)
-    c0 = hx[1].data[0] if cell == "lstm" else None
+    c0 = hx[1].array[0] if cell == "lstm" else None
     expected = _oracle(cell, x, h0[0], c0, sd["rnn.weight_ih_l0"], sd["rnn.weight_hh_l0"],
-                       sd["rnn.bias_ih_l0"], sd["rnn.bias_hh_l0"], scale.data)
-    np.testing.assert_allclose(out.data, expected, rtol=1e-10, atol=1e-12)
+                       sd["rnn.bias_ih_l0"], sd["rnn.bias_hh_l0"], scale.array)
+    np.testing.assert_allclose(out.array, expected, rtol=1e-10, atol=1e-12)
     # one scale per gate and unit, shared by the four tensors; counted once
     assert strategy.trainable_summary(model)["trainable"] == scale.numel() == (4 if cell == "lstm" else 3) * 4
 
@@ -69,8 +69,8 @@ def test_ia3_on_a_linear_scales_its_outputs_and_merges_exactly():
     strategy.apply(model)
     s = model.head.parametrizations.weight[0].scale
     with mg.no_grad():
-        s.data[...] = np.linspace(0.5, 2.0, s.numel())
-    np.testing.assert_allclose(outputs(model, x), base_logits * s.data, rtol=1e-5, atol=1e-6)
+        s.array[...] = np.linspace(0.5, 2.0, s.numel())
+    np.testing.assert_allclose(outputs(model, x), base_logits * s.array, rtol=1e-5, atol=1e-6)
     expected = outputs(model, x)
     strategy.merge(model)
     np.testing.assert_array_equal(outputs(model, x), expected)  # the very same products
@@ -104,7 +104,7 @@ def test_prefix_bidirectional_multilayer_and_existing_learned_state():
     assert model.rnn.h0.shape == (4, 1, 5) and model.rnn.c0.shape == (4, 1, 5)
     np.testing.assert_array_equal(outputs(model, x), base)
     train(model, strategy, steps=2)
-    assert np.abs(model.rnn.h0.data).sum() > 0
+    assert np.abs(model.rnn.h0.array).sum() > 0
     # a layer built with learned states keeps (and trains) its own
     pre = make_lm(init_state="learned")
     h0 = pre.rnn.h0
@@ -116,8 +116,8 @@ def test_prompt_from_vocab_rows_and_random():
     model = make_lm(padding_idx=0)
     strategy = ft.Prompt(n_tokens=5)
     strategy.apply(model)
-    table = model.embedding.weight.data
-    for row in model.prompt.data:  # each a copy of a real (non-padding) token's embedding
+    table = model.embedding.weight.array
+    for row in model.prompt.array:  # each a copy of a real (non-padding) token's embedding
         matches = np.flatnonzero((table == row).all(axis=1))
         assert matches.size and 0 not in matches
     x, _ = batch(2)

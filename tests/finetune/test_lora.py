@@ -30,10 +30,10 @@ def test_effective_weight_is_w_plus_scaled_ba(cell):
     with mg.no_grad():
         for name, _, _ in strategy.adapted:
             fn = _fn(model, name)
-            fn.lora_A.data[...] = rng.standard_normal(fn.lora_A.shape)
-            fn.lora_B.data[...] = rng.standard_normal(fn.lora_B.shape) * 0.1
+            fn.lora_A.array[...] = rng.standard_normal(fn.lora_A.shape)
+            fn.lora_B.array[...] = rng.standard_normal(fn.lora_B.shape) * 0.1
             w = plain.get_parameter(name)
-            w.data[...] = w.data + (6.0 / 3) * fn.lora_B.data @ fn.lora_A.data
+            w.array[...] = w.array + (6.0 / 3) * fn.lora_B.array @ fn.lora_A.array
     x, _ = batch(4)
     np.testing.assert_allclose(outputs(model, x), outputs(plain, x), rtol=1e-5, atol=1e-5)
 
@@ -49,7 +49,7 @@ def test_lora_gradients_through_the_fused_kernel_match_finite_differences():
     with mg.no_grad():
         for name, _, _ in strategy.adapted:
             fn = _fn(model, name)
-            fn.lora_B.data[...] = rng.standard_normal(fn.lora_B.shape) * 0.3  # away from B = 0
+            fn.lora_B.array[...] = rng.standard_normal(fn.lora_B.shape) * 0.3  # away from B = 0
             params += [fn.lora_A, fn.lora_B]
     x = mg.tensor(rng.integers(0, 5, (2, 4)))
     assert mg.gradcheck(lambda *_: model(x)[0], *params)
@@ -63,11 +63,11 @@ def test_dropout_only_in_training_and_merge_uses_none():
     base = outputs(model, x)
     model.train()
     with mg.no_grad():
-        np.testing.assert_array_equal(model(x)[0].data, base)  # B = 0: dropout can't show yet
+        np.testing.assert_array_equal(model(x)[0].array, base)  # B = 0: dropout can't show yet
     train(model, strategy, steps=2)
     model.train()
     with mg.no_grad():
-        a, b = model(x)[0].data, model(x)[0].data
+        a, b = model(x)[0].array, model(x)[0].array
     assert not np.array_equal(a, b)  # a fresh feature mask per forward
     evaluated = outputs(model, x)
     np.testing.assert_array_equal(outputs(model, x), evaluated)  # eval: deterministic
@@ -122,14 +122,14 @@ def test_adalora_sensitivity_is_weight_times_gradient():
     strategy.apply(model)
     with mg.no_grad():
         for fn in strategy._fns():
-            fn.lora_E.data[...] = 0.5  # so that every factor gets a gradient
+            fn.lora_E.array[...] = 0.5  # so that every factor gets a gradient
     from ._util import loss_of
 
     x, y = batch(2)
     loss_of(model, x, y).backward()
     for fn in strategy._fns():
         for p in (fn.lora_A, fn.lora_E, fn.lora_B):
-            np.testing.assert_allclose(strategy._sens[id(p)], np.abs(p.data * p.grad.data))
+            np.testing.assert_allclose(strategy._sens[id(p)], np.abs(p.array * p.grad.array))
 
 
 def test_adalora_reallocates_rank_to_the_most_important_weight():
@@ -148,8 +148,8 @@ def test_adalora_reallocates_rank_to_the_most_important_weight():
     ranks = strategy.ranks()
     assert ranks == {names[0]: 4, names[1]: 0, names[2]: 0, names[3]: 4}
     for fn in fns:  # pruned triplets are off: lambda zeroed, mask zero
-        off = fn.rank_mask.data == 0
-        assert np.all(fn.lora_E.data[off] == 0)
+        off = fn.rank_mask.array == 0
+        assert np.all(fn.lora_E.array[off] == 0)
 
 
 def test_adalora_training_ends_at_the_target_budget_and_reports_ranks():
@@ -174,8 +174,8 @@ def test_adalora_penalty_is_the_orthogonality_residual_and_training_reduces_it()
     strategy = ft.AdaLoRA(init_r=3, target_r=1, orth_reg_weight=1.0)
     strategy.apply(model)
     fns = strategy._fns()
-    manual = np.mean([np.sum((f.lora_A.data @ f.lora_A.data.T - np.eye(3)) ** 2)
-                      + np.sum((f.lora_B.data.T @ f.lora_B.data - np.eye(3)) ** 2) for f in fns])
+    manual = np.mean([np.sum((f.lora_A.array @ f.lora_A.array.T - np.eye(3)) ** 2)
+                      + np.sum((f.lora_B.array.T @ f.lora_B.array - np.eye(3)) ** 2) for f in fns])
     first = strategy.penalty()
     np.testing.assert_allclose(first.item(), manual, rtol=1e-5)
     params = [p for f in fns for p in (f.lora_A, f.lora_B)]

@@ -36,13 +36,13 @@ class Double(nn.Module):
 def test_keys_access_and_chaining_like_torch():
     torch = pytest.importorskip("torch", reason="compares state_dict keys with torch.nn.utils.parametrize")
     lin = nn.Linear(3, 2).double()
-    w = lin.weight.data.copy()
+    w = lin.weight.array.copy()
     register_parametrization(lin, "weight", Shift((2, 3), 0.5))
     register_parametrization(lin, "weight", Double())
     assert is_parametrized(lin) and is_parametrized(lin, "weight") and not is_parametrized(lin, "bias")
     assert isinstance(lin.parametrizations.weight, ParametrizationList) and len(lin.parametrizations.weight) == 2
-    np.testing.assert_array_equal(lin.weight.data, (w + 0.5) * 2)
-    np.testing.assert_array_equal(lin.parametrizations.weight.original.data, w)
+    np.testing.assert_array_equal(lin.weight.array, (w + 0.5) * 2)
+    np.testing.assert_array_equal(lin.parametrizations.weight.original.array, w)
 
     class TShift(torch.nn.Module):
         def __init__(self):
@@ -81,22 +81,22 @@ def test_remove_keeps_the_value_or_the_original_and_the_order():
     register_parametrization(rnn, "weight_hh_l0", first)
     register_parametrization(rnn, "weight_ih_l1", second)
     with mg.no_grad():
-        first.delta.data[...] = 0.25
-        second.delta.data[...] = -0.5
-        expected = rnn(x)[0].data.copy()
+        first.delta.array[...] = 0.25
+        second.delta.array[...] = -0.5
+        expected = rnn(x)[0].array.copy()
     original = rnn.parametrizations.weight_ih_l1.original
     remove_parametrizations(rnn, "weight_ih_l1", leave_parametrized=True)
     assert rnn.weight_ih_l1 is original  # the same Parameter object, holding the effective value
     remove_parametrizations(rnn, "weight_hh_l0", leave_parametrized=True)
     assert list(rnn.state_dict()) == keys and not is_parametrized(rnn)
     with mg.no_grad():
-        np.testing.assert_array_equal(rnn(x)[0].data, expected)
+        np.testing.assert_array_equal(rnn(x)[0].array, expected)
 
     lin = nn.Linear(2, 2).double()
-    w = lin.weight.data.copy()
+    w = lin.weight.array.copy()
     register_parametrization(lin, "weight", Shift((2, 2), 1.0))
     remove_parametrizations(lin, "weight", leave_parametrized=False)
-    np.testing.assert_array_equal(lin.weight.data, w)
+    np.testing.assert_array_equal(lin.weight.array, w)
     with pytest.raises(ValueError, match="not parametrized"):
         remove_parametrizations(lin, "weight")
 
@@ -106,8 +106,8 @@ def test_assigning_a_parametrized_tensor_sets_the_original_through_right_inverse
     register_parametrization(lin, "weight", Shift((2, 2), 1.0))
     target = np.arange(4.0).reshape(2, 2)
     lin.weight = mg.tensor(target)
-    np.testing.assert_array_equal(lin.weight.data, target)
-    np.testing.assert_array_equal(lin.parametrizations.weight.original.data, target - 1.0)
+    np.testing.assert_array_equal(lin.weight.array, target)
+    np.testing.assert_array_equal(lin.parametrizations.weight.original.array, target - 1.0)
     assert "weight" not in lin.__dict__  # not shadowed by a plain attribute
 
 
@@ -131,7 +131,7 @@ def test_buffers_and_to_dtype():
     m.register_buffer("table", mg.ones(3))
     register_parametrization(m, "table", Double())
     assert list(m.state_dict()) == ["parametrizations.table.original"]
-    np.testing.assert_array_equal(m.table.data, 2.0)
+    np.testing.assert_array_equal(m.table.array, 2.0)
     lin = nn.Linear(2, 2)
     register_parametrization(lin, "weight", Double())
     lin.double()
@@ -141,10 +141,10 @@ def test_buffers_and_to_dtype():
 def test_forward_pre_hook_replaces_arguments():
     lin = nn.Linear(2, 2)
     x = mg.randn(1, 2)
-    expected = lin(x * 3.0).data
+    expected = lin(x * 3.0).array
     remove = lin.register_forward_pre_hook(lambda mod, args: (args[0] * 3.0,))
-    np.testing.assert_array_equal(lin(x).data, expected)
+    np.testing.assert_array_equal(lin(x).array, expected)
     remove()
-    np.testing.assert_array_equal(lin(x).data, lin.forward(x).data)
+    np.testing.assert_array_equal(lin(x).array, lin.forward(x).array)
     lin.register_forward_pre_hook(lambda mod, args: None)  # None keeps the args
-    np.testing.assert_array_equal(lin(x).data, lin.forward(x).data)
+    np.testing.assert_array_equal(lin(x).array, lin.forward(x).array)

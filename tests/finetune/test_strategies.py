@@ -163,20 +163,20 @@ def test_freeze_unfreeze_schedule():
     strategy.apply(model)
     emb = model.embedding.weight
     assert not emb.requires_grad
-    start = emb.data.copy()
+    start = emb.array.copy()
     x, y = batch(3)
     opt = mg.optim.Adam(list(model.parameters()), lr=0.05)
     from ._util import loss_of
 
     for step in range(1, 5):
         if step <= 2:  # still frozen during steps 1 and 2
-            assert np.array_equal(emb.data, start)
+            assert np.array_equal(emb.array, start)
         opt.zero_grad()
         loss_of(model, x, y).backward()
         opt.step()
         strategy.on_step(step)
         assert emb.requires_grad == (step >= 2)
-    assert not np.array_equal(emb.data, start)  # trained in steps 3 and 4
+    assert not np.array_equal(emb.array, start)  # trained in steps 3 and 4
     assert not model.rnn.weight_ih_l0.requires_grad
 
 

@@ -197,7 +197,7 @@ def test_add_param_group_matches_torch():
         (extra_t**2).sum().backward()
         pair.mopt.step()
         pair.topt.step()
-        np.testing.assert_allclose(extra_m.data, extra_t.detach().numpy(), atol=ATOL)
+        np.testing.assert_allclose(extra_m.array, extra_t.detach().numpy(), atol=ATOL)
     assert pair.mopt.param_groups[1]["betas"] == (0.9, 0.999)  # defaults fill a new group
 
 
@@ -225,7 +225,7 @@ def test_state_dict_round_trip_continues_identically(name, cfg, tmp_path):
             opt.zero_grad()
             mg_loss(params, x, y).backward()
             opt.step()
-            traj.append([p.data.copy() for p in params])
+            traj.append([p.array.copy() for p in params])
         return traj
 
     groups = lambda ps: [dict(params=ps[:2]), dict(params=ps[2:], lr=cfg["lr"] / 2)]  # noqa: E731
@@ -234,7 +234,7 @@ def test_state_dict_round_trip_continues_identically(name, cfg, tmp_path):
     train(params_a, opt_a, 10)
 
     # snapshot through a checkpoint file, then restore into fresh objects
-    mg.save({"params": [p.data for p in params_a], "optimizer": opt_a.state_dict()}, tmp_path / "ck.safetensors")
+    mg.save({"params": [p.array for p in params_a], "optimizer": opt_a.state_dict()}, tmp_path / "ck.safetensors")
     ck = mg.load(tmp_path / "ck.safetensors")
     params_b = [Parameter(mg.tensor(w)) for w in ck["params"]]
     opt_b = getattr(mg.optim, name)(groups(params_b), **cfg)
@@ -278,7 +278,7 @@ def test_loads_a_torch_optimizer_state_dict(name, cfg):
         torch_loss(pair.tp, pair.tx, pair.ty).backward()
         pair.topt.step()
     for m, t in zip(pair.mp, pair.tp):
-        m.data[...] = t.detach().numpy()
+        m.array[...] = t.detach().numpy()
     pair.mopt.load_state_dict(pair.topt.state_dict())
     for step in range(10):
         pair.step()
@@ -309,14 +309,14 @@ def test_zero_grad_step_closure():
 
     loss = opt.step(closure)
     assert float(loss) == 5.0
-    np.testing.assert_array_equal(p.data, [0.0, 0.0])
+    np.testing.assert_array_equal(p.array, [0.0, 0.0])
     (p * 3).sum().backward()
     opt.zero_grad(set_to_none=False)
     np.testing.assert_array_equal(p.grad.numpy(), [0.0, 0.0])
     opt.zero_grad()
     assert p.grad is None
     opt.step()  # no grads: nothing happens
-    np.testing.assert_array_equal(p.data, [0.0, 0.0])
+    np.testing.assert_array_equal(p.array, [0.0, 0.0])
 
 
 def test_grad_is_not_modified_and_frozen_params_are_skipped():
@@ -326,7 +326,7 @@ def test_grad_is_not_modified_and_frozen_params_are_skipped():
     (a * 2).sum().backward()
     opt.step()
     np.testing.assert_array_equal(a.grad.numpy(), [2.0, 2.0])
-    np.testing.assert_array_equal(b.data, [3.0])
+    np.testing.assert_array_equal(b.array, [3.0])
     assert b not in opt.state
 
 
@@ -411,7 +411,7 @@ def test_scalar_tensor_loss_works_with_numpy_scalar_hyperparameters():
     opt = mg.optim.SGD([p], lr=np.float64(0.5), momentum=np.float32(0.5))
     (p * p).sum().backward()
     opt.step()
-    np.testing.assert_allclose(p.data, [0.0])
+    np.testing.assert_allclose(p.array, [0.0])
     assert type(opt.param_groups[0]["lr"]) is float
 
 
@@ -764,7 +764,7 @@ def test_clip_grad_norm_dtype_and_values_match_torch(dtype, norm_type):
 def test_clip_grad_norm_non_finite():
     for bad, norm_type in ((float("inf"), 2.0), (float("inf"), math.inf), (float("nan"), math.inf)):
         mps, tps = _grad_pair()
-        mps[1].grad.data[2] = bad
+        mps[1].grad.array[2] = bad
         tps[1].grad[2] = bad
         with pytest.raises(RuntimeError, match=f"norm of order {norm_type} .* is non-finite"):
             mg.optim.clip_grad_norm_(mps, 1.0, norm_type=norm_type, error_if_nonfinite=True)

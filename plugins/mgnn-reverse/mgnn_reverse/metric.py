@@ -42,8 +42,10 @@ def cer(predictions: Sequence[Sequence[Any]], references: Sequence[Sequence[Any]
 
 
 def _host(a: Any) -> np.ndarray:
-    """numpy from numpy, or from a microgradnn Tensor (its ``.data``)."""
-    return a if isinstance(a, np.ndarray) else np.asarray(getattr(a, "data", a))
+    """numpy from numpy, or from a microgradnn Tensor (through its public ``numpy()``)."""
+    if isinstance(a, np.ndarray):
+        return a
+    return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
 
 
 class CER:  # a plain class: the metric contract needs no base class
