@@ -24,7 +24,13 @@ from .checkpoint import CheckpointError, CheckpointNotFoundError, load, save
 from . import nn, optim
 from .scalar import Value
 from .tensor import (
+    Generator,
+    Size,
     Tensor,
+    atan2,
+    device,
+    div,
+    einsum,
     arange,
     cat,
     chunk,
@@ -80,6 +86,17 @@ for _name in (
     "sum", "mean", "var", "std", "max", "min", "amax", "amin", "argmax", "argmin", "logsumexp",
     "softmax", "log_softmax", "reshape", "transpose", "permute", "unsqueeze", "squeeze",
     "flatten", "unbind", "clone", "detach",
+    # float math and steps
+    "sin", "cos", "tan", "asin", "acos", "atan", "arcsin", "arccos", "arctan", "sinh", "cosh", "asinh", "acosh",
+    "atanh", "log2", "log10", "log1p", "expm1", "exp2", "erf", "rsqrt", "reciprocal", "square", "floor", "ceil",
+    "round", "trunc", "fix", "frac", "sign", "sgn", "isnan", "isinf", "isfinite", "isposinf", "isneginf",
+    "remainder", "fmod", "floor_divide", "true_divide", "divide",
+    "logical_not", "logical_and", "logical_or", "logical_xor",
+    "bitwise_not", "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_left_shift", "bitwise_right_shift",
+    # reductions, sorting, cumulative
+    "prod", "nansum", "cumsum", "cumprod", "any", "all", "sort", "argsort", "topk",
+    # shape and indexing
+    "narrow", "select", "flip", "movedim", "gather", "scatter", "scatter_add",
 ):
     globals()[_name] = _method(_name)
 del _name

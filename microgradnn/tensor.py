@@ -7,6 +7,7 @@ composes a few), so every gradient rule lives in exactly one place.
 from __future__ import annotations
 
 import builtins
+import json
 from collections import namedtuple
 from typing import Any, Callable, Iterable, Sequence
 
@@ -26,6 +27,91 @@ from .dtypes import bool_, float16, float32, float64, int32, int64
 _default_dtype = float32
 
 MaxMin = namedtuple("MaxMin", ["values", "indices"])
+Sorted = namedtuple("Sorted", ["values", "indices"])
+TopK = namedtuple("TopK", ["values", "indices"])
+
+
+class Size(tuple):
+    """A tensor's shape: a tuple of ints (``torch.Size``), with ``numel()``."""
+
+    def numel(self) -> builtins.int:
+        n = 1
+        for d in self:
+            n *= d
+        return n
+
+    def __getitem__(self, index: Any) -> Any:
+        out = tuple.__getitem__(self, index)
+        return Size(out) if isinstance(index, slice) else out
+
+    def __add__(self, other: Any) -> "Size":
+        return Size(tuple(self) + tuple(other))
+
+    def __repr__(self) -> str:
+        return f"mg.Size({list(self)})"
+
+    def __str__(self) -> str:  # in messages, a shape reads as the tuple it is: (2, 3)
+        return tuple.__repr__(self)
+
+    def __reduce__(self) -> tuple:
+        return (Size, (tuple(self),))
+
+
+class device:
+    """Where a tensor lives: ``mg.device("cpu")``, ``mg.device("cuda:0")``, ``mg.device("cuda", 0)``.
+
+    ``str(d)`` is ``"cpu"`` / ``"cuda:0"``; unlike ``torch.device`` it also compares equal to
+    that string, so code written against device names keeps working."""
+
+    __slots__ = ("type", "index")
+
+    def __init__(self, type: "str | device", index: builtins.int | None = None) -> None:
+        if isinstance(type, device):
+            type, index = type.type, type.index if index is None else index
+        name, _, number = str(type).partition(":")
+        if name not in ("cpu", "cuda"):
+            raise RuntimeError(f"Expected one of cpu, cuda device type at start of device string: {type}")
+        if number:
+            if index is not None:
+                raise RuntimeError(f"device {type!r} already names an index; don't pass index={index} too")
+            if not number.isdigit():
+                raise RuntimeError(f"Invalid device string: {type!r}")
+            index = builtins.int(number)
+        self.type, self.index = name, index
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __repr__(self) -> str:
+        return f"device(type={self.type!r})" if self.index is None else f"device(type={self.type!r}, index={self.index})"
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, str):
+            other = device(other)
+        if not isinstance(other, device):
+            return NotImplemented
+        return (self.type, self.index) == (other.type, other.index)
+
+    def __hash__(self) -> builtins.int:
+        return hash((self.type, self.index))
+
+    def __reduce__(self) -> tuple:
+        return (device, (self.type, self.index))
+
+
+_Device = device  # for code where a parameter named ``device`` hides the class
+
+
+def _wrap_dim(dim: Any, ndim: builtins.int) -> builtins.int:
+    """``dim`` as a non-negative axis of an ``ndim``-d tensor; out of range is PyTorch's IndexError.
+
+    A 0-d tensor accepts -1 and 0 (as PyTorch)."""
+    if not isinstance(dim, (builtins.int, np.integer)) or isinstance(dim, bool):
+        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+    top = builtins.max(ndim, 1)
+    if not -top <= dim < top:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-top}, {top - 1}], but got {dim})")
+    return builtins.int(dim) % top if ndim else 0
 
 DTypeLike = Any
 DeviceLike = "str | Backend"
@@ -72,6 +158,43 @@ def _unwrap_index(index: Any) -> Any:
     return index
 
 
+def _is_array_index(part: Any) -> bool:
+    return isinstance(part, list) or (hasattr(part, "ndim") and hasattr(part, "dtype") and part.ndim > 0)
+
+
+def _split_index(index: Any, ndim: builtins.int) -> tuple | None:
+    """PyTorch's order for an index mixing integers with arrays: ``(basic, advanced)`` or None.
+
+    numpy counts an integer as an advanced index, so in ``x[1, :, d]`` the ``1`` and ``d``
+    are "separated by a slice" and the selected axis moves to the front. PyTorch first
+    applies the integers (and slices, None, ...), then the arrays on what remains. Two
+    plain numpy steps do the same: ``x[basic][advanced]``."""
+    if not isinstance(index, tuple):
+        return None
+    has_int = any(isinstance(p, (builtins.int, np.integer)) and not isinstance(p, bool) for p in index)
+    if not (has_int and any(_is_array_index(p) for p in index)):
+        return None
+    basic, advanced = [], []
+    for part in index:
+        if isinstance(part, (builtins.int, np.integer)) and not isinstance(part, bool):
+            basic.append(part)  # the axis goes away: nothing left for the second step
+        elif _is_array_index(part):
+            # a boolean mask covers as many axes as it has dimensions
+            width = np.ndim(part) if np.asarray(part).dtype == bool else 1
+            basic.extend([slice(None)] * width)
+            advanced.append(part)
+        elif part is None:
+            basic.append(None)
+            advanced.append(slice(None))
+        elif part is Ellipsis:
+            basic.append(Ellipsis)
+            advanced.append(Ellipsis)
+        else:
+            basic.append(part)
+            advanced.append(slice(None))
+    return tuple(basic), tuple(advanced)
+
+
 class Tensor(Variable):
     """An n-d array plus autograd. Create one with :func:`tensor`, :func:`zeros`, :func:`randn`..."""
 
@@ -93,16 +216,16 @@ class Tensor(Variable):
     # ------------------------------------------------------------------ attributes
 
     @property
-    def shape(self) -> tuple:
-        return tuple(self.array.shape)
+    def shape(self) -> Size:
+        return Size(self.array.shape)
 
     @property
     def dtype(self) -> np.dtype:
         return self.array.dtype
 
     @property
-    def device(self) -> str:
-        return self._backend.name
+    def device(self) -> device:
+        return device(self._backend.name)
 
     @property
     def ndim(self) -> int:
@@ -112,7 +235,23 @@ class Tensor(Variable):
         return self.array.ndim
 
     def size(self, dim: int | None = None) -> Any:
-        return self.shape if dim is None else self.array.shape[dim]
+        return self.shape if dim is None else self.array.shape[_wrap_dim(dim, self.ndim)] if self.ndim else 1
+
+    def nelement(self) -> builtins.int:
+        return builtins.int(self.array.size)
+
+    def element_size(self) -> builtins.int:
+        return self.array.dtype.itemsize
+
+    def is_floating_point(self) -> bool:
+        return self.dtype.kind == "f"
+
+    def is_contiguous(self) -> bool:
+        return bool(self.array.flags.c_contiguous)
+
+    def contiguous(self) -> "Tensor":
+        """This tensor when its memory is row-major already, else a row-major copy (as PyTorch)."""
+        return self if self.is_contiguous() else E.Clone.apply(self)
 
     def numel(self) -> int:
         return int(self.array.size)
@@ -209,7 +348,7 @@ class Tensor(Variable):
         for arg in args:
             if isinstance(arg, Variable):
                 device, dtype = arg._backend, arg.dtype
-            elif isinstance(arg, (str, Backend)):
+            elif isinstance(arg, (str, Backend, _Device)):
                 device = arg
             else:
                 dtype = arg
@@ -315,38 +454,105 @@ class Tensor(Variable):
         self.array[...] = value
         return self
 
-    def add_(self, other: Any, alpha: Any = 1) -> "Tensor":
-        self._check_inplace("add_")
-        self.array += self._value(other) * alpha if alpha != 1 else self._value(other)
+    def _write(self, name: str, values: Any) -> "Tensor":
+        """Store ``values`` into this tensor's own storage (so ``p.data.op_()`` changes ``p``).
+
+        As PyTorch, the result must fit this tensor's shape and be castable to its dtype
+        (a float result can't go into an integer tensor)."""
+        self._check_inplace(name)
+        values = values.array if isinstance(values, Variable) else values
+        result_dtype = getattr(values, "dtype", None)
+        if result_dtype is not None and not np.can_cast(result_dtype, self.dtype, casting="same_kind"):
+            raise RuntimeError(f"{name}: result type {result_dtype} can't be cast to the desired output type {self.dtype}")
+        shape = getattr(values, "shape", None)
+        if shape is not None and tuple(shape) != self.shape:
+            try:
+                broadcast = np.broadcast_shapes(tuple(shape), self.shape)
+            except ValueError:
+                broadcast = tuple(shape)
+            if broadcast != self.shape:
+                raise RuntimeError(f"{name}: output with shape {list(self.shape)} doesn't match the broadcast shape {list(broadcast)}")
+        self.array[...] = values
         return self
 
-    def sub_(self, other: Any, alpha: Any = 1) -> "Tensor":
-        return self.add_(other, alpha=-alpha)
+    def _no_graph(self, fn: Callable[[], "Tensor"]) -> "Tensor":
+        with autograd.no_grad():
+            return fn()
+
+    def add_(self, other: Any, *, alpha: Any = 1) -> "Tensor":
+        return self._write("add_", self._no_graph(lambda: self + (other * alpha if alpha != 1 else other)))
+
+    def sub_(self, other: Any, *, alpha: Any = 1) -> "Tensor":
+        return self._write("sub_", self._no_graph(lambda: self - (other * alpha if alpha != 1 else other)))
 
     def mul_(self, other: Any) -> "Tensor":
-        self._check_inplace("mul_")
-        self.array *= self._value(other)
-        return self
+        return self._write("mul_", self._no_graph(lambda: self * other))
 
-    def div_(self, other: Any) -> "Tensor":
-        self._check_inplace("div_")
-        self.array /= self._value(other)
-        return self
+    def div_(self, other: Any, *, rounding_mode: str | None = None) -> "Tensor":
+        return self._write("div_", self._no_graph(lambda: self.div(other, rounding_mode=rounding_mode)))
+
+    def pow_(self, exponent: Any) -> "Tensor":
+        return self._write("pow_", self._no_graph(lambda: self ** exponent))
+
+    def addcmul_(self, tensor1: Any, tensor2: Any, *, value: Any = 1) -> "Tensor":
+        return self._write("addcmul_", self._no_graph(lambda: self + value * tensor1 * tensor2))
+
+    def addcdiv_(self, tensor1: Any, tensor2: Any, *, value: Any = 1) -> "Tensor":
+        return self._write("addcdiv_", self._no_graph(lambda: self + value * tensor1 / tensor2))
+
+    def lerp_(self, end: Any, weight: Any) -> "Tensor":
+        return self._write("lerp_", self._no_graph(lambda: self + weight * (end - self)))
 
     def clamp_(self, min: Any = None, max: Any = None) -> "Tensor":
-        self._check_inplace("clamp_")
-        self._backend.xp.clip(self.array, min, max, out=self.array)
-        return self
+        return self._write("clamp_", self._no_graph(lambda: self.clamp(min, max)))
 
-    def uniform_(self, a: builtins.float = 0.0, b: builtins.float = 1.0) -> "Tensor":
+    clip_ = clamp_
+
+    def clamp_min_(self, min: Any) -> "Tensor":
+        return self.clamp_(min=min)
+
+    def clamp_max_(self, max: Any) -> "Tensor":
+        return self.clamp_(max=max)
+
+    def masked_fill_(self, mask: Any, value: Any) -> "Tensor":
+        return self._write("masked_fill_", self._no_graph(lambda: self.masked_fill(mask, value)))
+
+    def scatter_(self, dim: builtins.int, index: Any, src: Any = None, *, value: Any = None) -> "Tensor":
+        return self._write("scatter_", self._no_graph(lambda: self.scatter(dim, index, src, value=value)))
+
+    def scatter_add_(self, dim: builtins.int, index: Any, src: Any) -> "Tensor":
+        return self._write("scatter_add_", self._no_graph(lambda: self.scatter_add(dim, index, src)))
+
+    def _seeded(self, generator: "Generator | None") -> Any:
+        return _random(self._backend) if generator is None else generator._numpy_like(self._backend)
+
+    def uniform_(self, a: builtins.float = 0.0, b: builtins.float = 1.0, *, generator: "Generator | None" = None) -> "Tensor":
         self._check_inplace("uniform_")
-        self.array[...] = _random(self._backend).uniform(a, b, self.shape).astype(self.dtype)
+        self.array[...] = self._seeded(generator).uniform(a, b, self.shape).astype(self.dtype)
         return self
 
-    def normal_(self, mean: builtins.float = 0.0, std: builtins.float = 1.0) -> "Tensor":
+    def normal_(self, mean: builtins.float = 0.0, std: builtins.float = 1.0, *, generator: "Generator | None" = None) -> "Tensor":
         self._check_inplace("normal_")
         # standard_normal * std + mean: CuPy's Generator has no .normal(); same values on numpy
-        self.array[...] = (_random(self._backend).standard_normal(self.shape) * std + mean).astype(self.dtype)
+        self.array[...] = (self._seeded(generator).standard_normal(self.shape) * std + mean).astype(self.dtype)
+        return self
+
+    def bernoulli_(self, p: builtins.float = 0.5, *, generator: "Generator | None" = None) -> "Tensor":
+        self._check_inplace("bernoulli_")
+        self.array[...] = (self._seeded(generator).random(self.shape) < self._value(p)).astype(self.dtype)
+        return self
+
+    def random_(self, from_: builtins.int = 0, to: builtins.int | None = None, *, generator: "Generator | None" = None) -> "Tensor":
+        """Integers uniform in ``[from_, to)``; ``random_(n)`` is ``[0, n)`` (as PyTorch)."""
+        self._check_inplace("random_")
+        if to is None:
+            from_, to = 0, from_
+        self.array[...] = self._seeded(generator).integers(from_, to, self.shape).astype(self.dtype)
+        return self
+
+    def exponential_(self, lambd: builtins.float = 1.0, *, generator: "Generator | None" = None) -> "Tensor":
+        self._check_inplace("exponential_")
+        self.array[...] = (-self._backend.xp.log1p(-self._seeded(generator).random(self.shape)) / lambd).astype(self.dtype)
         return self
 
     def _inplace_or_new(self, name: str, inplace: Callable[[], Any], new: Callable[[], "Tensor"]) -> "Tensor":
@@ -442,19 +648,139 @@ class Tensor(Variable):
     def __ne__(self, other: Any) -> "Tensor":  # type: ignore[override]
         return E.Ne.apply(self, other)
 
+    def __floordiv__(self, other: Any) -> "Tensor":
+        return self.div(other, rounding_mode="floor")
+
+    def __rfloordiv__(self, other: Any) -> "Tensor":
+        return _as_tensor(other, self).div(self, rounding_mode="floor")
+
+    def __mod__(self, other: Any) -> "Tensor":
+        return E.Remainder.apply(self, other)
+
+    def __rmod__(self, other: Any) -> "Tensor":
+        return E.Remainder.apply(other, self)
+
+    # bitwise: integer and boolean tensors only, no gradient (as PyTorch)
+    def _bitwise(self, name: str, fn: Callable, other: Any, reflected: bool = False) -> "Tensor":
+        value = self._value(other)
+        for operand in (self.array, value):
+            kind = getattr(operand, "dtype", np.dtype(type(operand))).kind
+            if kind not in "biu":
+                raise TypeError(f"{name}: only integer and boolean tensors are allowed, got {getattr(operand, 'dtype', type(operand).__name__)}")
+        a, b = E._promote(self.array, value)
+        return Tensor(self._backend.xp.asarray(fn(b, a) if reflected else fn(a, b)), self._backend)
+
     def __invert__(self) -> "Tensor":
-        return Tensor(~self.array, self._backend)
+        return self._bitwise("bitwise_not", lambda a, b: ~a, 0)
 
     def __and__(self, other: Any) -> "Tensor":
-        return Tensor(self.array & self._value(other), self._backend)
+        return self._bitwise("bitwise_and", lambda a, b: a & b, other)
 
     def __or__(self, other: Any) -> "Tensor":
-        return Tensor(self.array | self._value(other), self._backend)
+        return self._bitwise("bitwise_or", lambda a, b: a | b, other)
+
+    def __xor__(self, other: Any) -> "Tensor":
+        return self._bitwise("bitwise_xor", lambda a, b: a ^ b, other)
+
+    def __lshift__(self, other: Any) -> "Tensor":
+        return self._bitwise("bitwise_left_shift", lambda a, b: a << b, other)
+
+    def __rshift__(self, other: Any) -> "Tensor":
+        return self._bitwise("bitwise_right_shift", lambda a, b: a >> b, other)
+
+    def __rand__(self, other: Any) -> "Tensor":
+        return self._bitwise("bitwise_and", lambda a, b: a & b, other, reflected=True)
+
+    def __ror__(self, other: Any) -> "Tensor":
+        return self._bitwise("bitwise_or", lambda a, b: a | b, other, reflected=True)
+
+    def __rxor__(self, other: Any) -> "Tensor":
+        return self._bitwise("bitwise_xor", lambda a, b: a ^ b, other, reflected=True)
+
+    def __rlshift__(self, other: Any) -> "Tensor":
+        return self._bitwise("bitwise_left_shift", lambda a, b: a << b, other, reflected=True)
+
+    def __rrshift__(self, other: Any) -> "Tensor":
+        return self._bitwise("bitwise_right_shift", lambda a, b: a >> b, other, reflected=True)
+
+    bitwise_not = __invert__
+    bitwise_and, bitwise_or, bitwise_xor = __and__, __or__, __xor__
+    bitwise_left_shift, bitwise_right_shift = __lshift__, __rshift__
+
+    def logical_not(self) -> "Tensor":
+        return Tensor(self._backend.xp.logical_not(self.array), self._backend)
+
+    def logical_and(self, other: Any) -> "Tensor":
+        return Tensor(self._backend.xp.logical_and(self.array, self._value(other)), self._backend)
+
+    def logical_or(self, other: Any) -> "Tensor":
+        return Tensor(self._backend.xp.logical_or(self.array, self._value(other)), self._backend)
+
+    def logical_xor(self, other: Any) -> "Tensor":
+        return Tensor(self._backend.xp.logical_xor(self.array, self._value(other)), self._backend)
+
+    def isnan(self) -> "Tensor":
+        return Tensor(self._backend.xp.isnan(self.array), self._backend)
+
+    def isinf(self) -> "Tensor":
+        return Tensor(self._backend.xp.isinf(self.array), self._backend)
+
+    def isfinite(self) -> "Tensor":
+        return Tensor(self._backend.xp.isfinite(self.array), self._backend)
+
+    def isposinf(self) -> "Tensor":
+        return Tensor(self._backend.xp.isposinf(self.array), self._backend)
+
+    def isneginf(self) -> "Tensor":
+        return Tensor(self._backend.xp.isneginf(self.array), self._backend)
+
+    def div(self, other: Any, *, rounding_mode: str | None = None) -> "Tensor":
+        """True division, or with ``rounding_mode="trunc"`` / ``"floor"`` (PyTorch's ``div``).
+
+        Rounded results have zero gradient (as PyTorch); integer inputs stay integer."""
+        if rounding_mode is None:
+            return E.Div.apply(self, other)
+        if rounding_mode not in ("trunc", "floor"):
+            raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found {rounding_mode!r}")
+        other_kind = getattr(self._value(other), "dtype", np.dtype(type(other))).kind
+        if self.dtype.kind in "biu" and other_kind in "biu":
+            return self._integer_division(other, rounding_mode)
+        quotient = E.Div.apply(self, other)
+        return E.Floor.apply(quotient) if rounding_mode == "floor" else E.Trunc.apply(quotient)
+
+    def _integer_division(self, other: Any, rounding_mode: str) -> "Tensor":
+        xp = self._backend.xp
+        a, b = E._promote(self.array, self._value(other))
+        if xp.any(xp.asarray(b) == 0):
+            raise ZeroDivisionError("ZeroDivisionError: integer division by zero")
+        floor = a // b  # numpy's integer // already rounds toward -inf
+        if rounding_mode == "trunc":  # toward zero: one up where the signs differ and it didn't divide evenly
+            floor = floor + ((a % b != 0) & ((a < 0) != (xp.asarray(b) < 0)))
+        return Tensor(xp.asarray(floor), self._backend)
+
+    divide = true_divide = div
+
+    def floor_divide(self, other: Any) -> "Tensor":
+        return self.div(other, rounding_mode="floor")
+
+    def remainder(self, other: Any) -> "Tensor":
+        return E.Remainder.apply(self, other)
+
+    def fmod(self, other: Any) -> "Tensor":
+        """Remainder with the sign of the dividend (C's fmod): ``a - trunc(a / b) * b``."""
+        if self.dtype.kind in "biu" and getattr(self._value(other), "dtype", np.dtype(type(other))).kind in "biu":
+            a, b = E._promote(self.array, self._value(other))
+            return Tensor(self._backend.xp.asarray(self._backend.xp.fmod(a, b)), self._backend)
+        return self - self.div(other, rounding_mode="trunc") * other
+
+    def atan2(self, other: Any) -> "Tensor":
+        return E.Atan2.apply(self, other)
+
+    arctan2 = atan2
 
     add = __add__
     sub = __sub__
     mul = __mul__
-    div = __truediv__
     pow = __pow__
     neg = __neg__
     matmul = __matmul__
@@ -503,11 +829,39 @@ class Tensor(Variable):
 
     # ------------------------------------------------------------------ reductions
 
-    def sum(self, dim: Any = None, keepdim: bool = False) -> "Tensor":
-        return R.Sum.apply(self, dim=dim, keepdim=keepdim)
+    def sum(self, dim: Any = None, keepdim: bool = False, *, dtype: DTypeLike = None) -> "Tensor":
+        """Sum over ``dim``; integer and boolean sums are int64 (as PyTorch); ``dtype``
+        casts the input first."""
+        x = self if dtype is None else self.to(_as_dtype(dtype))
+        if dtype is None and x.dtype.kind in "biu" and x.dtype != int64:
+            x = x.to(int64)
+        return R.Sum.apply(x, dim=dim, keepdim=keepdim)
 
-    def mean(self, dim: Any = None, keepdim: bool = False) -> "Tensor":
-        return R.Mean.apply(self, dim=dim, keepdim=keepdim)
+    def nansum(self, dim: Any = None, keepdim: bool = False, *, dtype: DTypeLike = None) -> "Tensor":
+        return where(self.isnan(), 0.0, self).sum(dim, keepdim, dtype=dtype) if self.is_floating_point() else self.sum(dim, keepdim, dtype=dtype)
+
+    def prod(self, dim: builtins.int | None = None, keepdim: bool = False, *, dtype: DTypeLike = None) -> "Tensor":
+        x = self if dtype is None else self.to(_as_dtype(dtype))
+        if dtype is None and x.dtype.kind in "biu" and x.dtype != int64:
+            x = x.to(int64)
+        if dim is not None:
+            dim = _wrap_dim(dim, self.ndim)
+        return R.Prod.apply(x, dim=dim, keepdim=keepdim)
+
+    def cumsum(self, dim: builtins.int, *, dtype: DTypeLike = None) -> "Tensor":
+        x = self if dtype is None else self.to(_as_dtype(dtype))
+        return R.Cumsum.apply(x, dim=_wrap_dim(dim, self.ndim))
+
+    def cumprod(self, dim: builtins.int, *, dtype: DTypeLike = None) -> "Tensor":
+        x = self if dtype is None else self.to(_as_dtype(dtype))
+        return R.Cumprod.apply(x, dim=_wrap_dim(dim, self.ndim))
+
+    def mean(self, dim: Any = None, keepdim: bool = False, *, dtype: DTypeLike = None) -> "Tensor":
+        x = self if dtype is None else self.to(_as_dtype(dtype))
+        if x.dtype.kind not in "fc":
+            raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a floating point or "
+                               f"complex dtype. Got: {x.dtype}")
+        return R.Mean.apply(x, dim=dim, keepdim=keepdim)
 
     def var(self, dim: Any = None, keepdim: bool = False, *, correction: builtins.int = 1, unbiased: bool | None = None) -> "Tensor":
         if unbiased is not None:
@@ -533,7 +887,9 @@ class Tensor(Variable):
         return self._extreme_along(dim, keepdim, self._backend.xp.argmin)
 
     def _extreme_along(self, dim: builtins.int, keepdim: bool, arg: Callable) -> MaxMin:
-        dim = R.normalize_dims(dim, self.ndim)[0]
+        dim = _wrap_dim(dim, self.ndim)
+        if self.ndim == 0:  # a 0-d tensor is its own extreme, at index 0 (as PyTorch)
+            return MaxMin(self * 1, Tensor(self._backend.xp.zeros((), dtype=int64), self._backend))
         indices = arg(self.array, axis=dim)
         if keepdim:  # SelectAlongDim takes keepdim=True to mean the indices keep their axis
             indices = self._backend.xp.expand_dims(indices, dim)
@@ -558,20 +914,22 @@ class Tensor(Variable):
             out = self._backend.xp.expand_dims(out, dim) if dim is not None else out.reshape((1,) * self.ndim)
         return Tensor(self._backend.xp.asarray(out, dtype=int64), self._backend)
 
-    def all(self) -> "Tensor":
-        return Tensor(self._backend.xp.asarray(self.array.all()), self._backend)
+    def all(self, dim: Any = None, keepdim: bool = False) -> "Tensor":
+        axes = None if dim is None else R.normalize_dims(dim, self.ndim) or None
+        return Tensor(self._backend.xp.asarray(self.array.all(axis=axes, keepdims=keepdim)), self._backend)
 
-    def any(self) -> "Tensor":
-        return Tensor(self._backend.xp.asarray(self.array.any()), self._backend)
+    def any(self, dim: Any = None, keepdim: bool = False) -> "Tensor":
+        axes = None if dim is None else R.normalize_dims(dim, self.ndim) or None
+        return Tensor(self._backend.xp.asarray(self.array.any(axis=axes, keepdims=keepdim)), self._backend)
 
     def logsumexp(self, dim: Any, keepdim: bool = False) -> "Tensor":
         return R.LogSumExp.apply(self, dim=dim, keepdim=keepdim)
 
     def softmax(self, dim: builtins.int) -> "Tensor":
-        return N.Softmax.apply(self, dim=dim)
+        return N.Softmax.apply(self, dim=_wrap_dim(dim, self.ndim) if self.ndim else None)
 
     def log_softmax(self, dim: builtins.int) -> "Tensor":
-        return N.LogSoftmax.apply(self, dim=dim)
+        return N.LogSoftmax.apply(self, dim=_wrap_dim(dim, self.ndim) if self.ndim else None)
 
     # ------------------------------------------------------------------ shape
 
@@ -588,7 +946,9 @@ class Tensor(Variable):
         shape = self.shape
         if not shape:
             return self.reshape(1)
-        start, end = start_dim % len(shape), end_dim % len(shape)
+        start, end = _wrap_dim(start_dim, len(shape)), _wrap_dim(end_dim, len(shape))
+        if start > end:
+            raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
         middle = 1
         for n in shape[start : end + 1]:
             middle *= n
@@ -596,11 +956,20 @@ class Tensor(Variable):
 
     def transpose(self, dim0: builtins.int, dim1: builtins.int) -> "Tensor":
         dims = list(range(self.ndim))
+        if not self.ndim:  # a 0-d tensor's transpose(0, 0) is itself (PyTorch accepts 0 and -1)
+            _wrap_dim(dim0, 0), _wrap_dim(dim1, 0)
+            return S.Reshape.apply(self, shape=())
+        dim0, dim1 = _wrap_dim(dim0, self.ndim), _wrap_dim(dim1, self.ndim)
         dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
         return S.Permute.apply(self, dims=tuple(dims))
 
     def permute(self, *dims: Any) -> "Tensor":
-        dims = tuple(d % self.ndim for d in _dims(dims))
+        given = _dims(dims)
+        if len(given) != self.ndim:
+            raise RuntimeError(f"permute(sparse_coo): number of dimensions in the tensor input does not match the "
+                               f"length of the desired ordering of dimensions i.e. input.dim() = {self.ndim} is not equal "
+                               f"to len(dims) = {len(given)}")
+        dims = tuple(_wrap_dim(d, self.ndim) for d in given)
         if sorted(dims) != list(range(self.ndim)):
             raise RuntimeError(f"permute: dims {dims} are not a permutation of the {self.ndim} dimensions of shape {self.shape}")
         return S.Permute.apply(self, dims=dims)
@@ -620,14 +989,14 @@ class Tensor(Variable):
 
     def unsqueeze(self, dim: builtins.int) -> "Tensor":
         shape = list(self.shape)
-        shape.insert(dim % (self.ndim + 1), 1)
+        shape.insert(_wrap_dim(dim, self.ndim + 1), 1)
         return S.Reshape.apply(self, shape=tuple(shape))
 
     def squeeze(self, dim: Any = None) -> "Tensor":
         if dim is None:
             shape = tuple(n for n in self.shape if n != 1)
         else:
-            dims = {d % max(self.ndim, 1) for d in ((dim,) if isinstance(dim, builtins.int) else dim)}
+            dims = {_wrap_dim(d, self.ndim) for d in ((dim,) if isinstance(dim, (builtins.int, np.integer)) else dim)}
             shape = tuple(n for i, n in enumerate(self.shape) if not (i in dims and n == 1))
         return S.Reshape.apply(self, shape=shape)
 
@@ -646,7 +1015,12 @@ class Tensor(Variable):
         return self.expand(other.shape)
 
     def __getitem__(self, index: Any) -> "Tensor":
-        return S.GetItem.apply(self, index=_unwrap_index(index))
+        index = _unwrap_index(index)
+        steps = _split_index(index, self.ndim)
+        if steps is not None:  # integers first, then the arrays: PyTorch's order of dimensions
+            basic, advanced = steps
+            return S.GetItem.apply(S.GetItem.apply(self, index=basic), index=advanced)
+        return S.GetItem.apply(self, index=index)
 
     def split(self, split_size_or_sections: Any, dim: builtins.int = 0) -> tuple:
         return split(self, split_size_or_sections, dim)
@@ -655,12 +1029,232 @@ class Tensor(Variable):
         return chunk(self, chunks, dim)
 
     def unbind(self, dim: builtins.int = 0) -> tuple:
-        return S.Unbind.apply(self, dim=dim)
+        return S.Unbind.apply(self, dim=_wrap_dim(dim, self.ndim))
+
+    def narrow(self, dim: builtins.int, start: Any, length: builtins.int) -> "Tensor":
+        """``length`` elements of ``dim`` from ``start`` (a view in PyTorch; here a slice)."""
+        dim = _wrap_dim(dim, self.ndim)
+        start, size = builtins.int(start), self.shape[dim]
+        if not -size <= start <= size:
+            raise IndexError(f"start out of range (expected to be in range of [{-size}, {size}], but got {start})")
+        start %= size if size else 1
+        if length < 0 or start + length > size:
+            raise RuntimeError(f"start ({start}) + length ({length}) exceeds dimension size ({size}).")
+        return self[(slice(None),) * dim + (slice(start, start + length),)]
+
+    def select(self, dim: builtins.int, index: builtins.int) -> "Tensor":
+        dim = _wrap_dim(dim, self.ndim)
+        size = self.shape[dim]
+        if not -size <= index < size:
+            raise IndexError(f"select(): index {index} out of range for tensor of size {list(self.shape)} at dimension {dim}")
+        return self[(slice(None),) * dim + (index,)]
+
+    def flip(self, *dims: Any) -> "Tensor":
+        axes = {_wrap_dim(d, self.ndim) for d in _dims(dims)}
+        return self[tuple(slice(None, None, -1) if i in axes else slice(None) for i in range(self.ndim))]
+
+    def movedim(self, source: Any, destination: Any) -> "Tensor":
+        src = [_wrap_dim(d, self.ndim) for d in ((source,) if isinstance(source, builtins.int) else source)]
+        dst = [_wrap_dim(d, self.ndim) for d in ((destination,) if isinstance(destination, builtins.int) else destination)]
+        order = [d for d in range(self.ndim) if d not in src]
+        for d, s in sorted(zip(dst, src)):
+            order.insert(d, s)
+        return S.Permute.apply(self, dims=tuple(order))
+
+    def repeat(self, *sizes: Any) -> "Tensor":
+        """Tile this tensor ``sizes`` times along each dimension (``torch.Tensor.repeat``, numpy's ``tile``).
+
+        A composite: view each axis ``n`` as ``(1, n)``, expand to ``(r, n)``, merge; the
+        gradient is Expand's (a sum over the copies)."""
+        sizes = _dims(sizes)
+        if len(sizes) < self.ndim:
+            raise RuntimeError("Number of dimensions of repeat dims can not be smaller than number of dimensions of tensor")
+        shape = (1,) * (len(sizes) - self.ndim) + tuple(self.shape)
+        paired = builtins.sum(((1, n) for n in shape), ())
+        expanded = builtins.sum(((r, n) for r, n in zip(sizes, shape)), ())
+        return self.reshape(paired).expand(expanded).reshape(tuple(r * n for r, n in zip(sizes, shape)))
+
+    def gather(self, dim: builtins.int, index: "Tensor") -> "Tensor":
+        index_array = self._index_array("gather", dim, index)
+        return S.Gather.apply(self, index_array, dim=_wrap_dim(dim, self.ndim))
+
+    def scatter(self, dim: builtins.int, index: "Tensor", src: Any = None, *, value: Any = None) -> "Tensor":
+        """This tensor with ``self[..., index[i, j], ...] = src[i, j]`` along ``dim`` (``value`` for a number)."""
+        index_array = self._index_array("scatter", dim, index)
+        if src is None:
+            if value is None:
+                raise TypeError("scatter() missing 'src' (a tensor) or 'value' (a number)")
+            src = value
+        return S.Scatter.apply(self, index_array, src, dim=_wrap_dim(dim, self.ndim))
+
+    def scatter_add(self, dim: builtins.int, index: "Tensor", src: "Tensor") -> "Tensor":
+        index_array = self._index_array("scatter_add", dim, index)
+        return S.ScatterAdd.apply(self, index_array, src, dim=_wrap_dim(dim, self.ndim))
+
+    def _index_array(self, name: str, dim: builtins.int, index: Any) -> Any:
+        array = index.array if isinstance(index, Variable) else self._backend.xp.asarray(index)
+        if array.dtype != int64:
+            raise RuntimeError(f"{name}(): Expected dtype int64 for index, got {array.dtype}")
+        if array.ndim != self.ndim:
+            raise RuntimeError(f"Index tensor must have the same number of dimensions as input tensor ({array.ndim} vs {self.ndim})")
+        _wrap_dim(dim, self.ndim)
+        return array
+
+    def sort(self, dim: builtins.int = -1, descending: bool = False, stable: bool = False) -> Sorted:
+        """``(values, indices)`` sorted along ``dim``; ties keep their order (a stable sort, always)."""
+        indices = self.argsort(dim, descending).array
+        if not self.ndim:
+            return Sorted(self * 1, Tensor(indices, self._backend))
+        values = R.SelectAlongDim.apply(self, indices, dim=_wrap_dim(dim, self.ndim), keepdim=True)
+        return Sorted(values, Tensor(indices, self._backend))
+
+    def argsort(self, dim: builtins.int = -1, descending: bool = False, stable: bool = False) -> "Tensor":
+        xp = self._backend.xp
+        if not self.ndim:
+            return Tensor(xp.zeros((), dtype=int64), self._backend)
+        dim = _wrap_dim(dim, self.ndim)
+        # a stable sort always: equal values keep their order (PyTorch's stable=True), both ways
+        key = self.array
+        if descending:
+            key = -(key.astype(int64) if key.dtype.kind in "bu" else key)
+        indices = xp.argsort(key, axis=dim, kind="stable")
+        return Tensor(indices.astype(int64), self._backend)
+
+    def topk(self, k: builtins.int, dim: builtins.int = -1, largest: bool = True, sorted: bool = True) -> TopK:
+        """The ``k`` largest (or smallest) values along ``dim`` and their indices."""
+        size = self.shape[_wrap_dim(dim, self.ndim)] if self.ndim else 1
+        if not 0 <= k <= size:
+            raise RuntimeError(f"selected index k out of range: k={k} for a dimension of size {size}")
+        values, indices = self.sort(dim, descending=largest)
+        if not self.ndim:
+            return TopK(values, indices)
+        keep = (slice(None),) * _wrap_dim(dim, self.ndim) + (slice(0, k),)
+        index = indices.array[keep]
+        return TopK(R.SelectAlongDim.apply(self, index, dim=_wrap_dim(dim, self.ndim), keepdim=True), Tensor(index, self._backend))
+
+    # ------------------------------------------------------------------ new tensors like this one
+
+    def type(self, dtype: Any = None) -> Any:
+        """With no argument, PyTorch's type string (``"torch.FloatTensor"``); with a dtype
+        (or such a string), this tensor cast to it."""
+        if dtype is None:
+            return _TYPE_NAMES.get(self.dtype, f"torch.{self.dtype}Tensor") if self._backend.name == "cpu" else \
+                _TYPE_NAMES.get(self.dtype, "").replace("torch.", "torch.cuda.")
+        if isinstance(dtype, str):
+            by_name = {v: k for k, v in _TYPE_NAMES.items()}
+            name = dtype.replace("torch.cuda.", "torch.")
+            if name not in by_name:
+                raise ValueError(f"invalid type: {dtype!r}")
+            return self.to(by_name[name], device="cuda" if "cuda" in dtype else None)
+        return self.to(_as_dtype(dtype))
+
+    def new_tensor(self, data: Any, dtype: DTypeLike = None, device: DeviceLike = None, requires_grad: bool = False) -> "Tensor":
+        return tensor(data, dtype=dtype or self.dtype, device=device or self._backend, requires_grad=requires_grad)
+
+    def new_zeros(self, *size: Any, dtype: DTypeLike = None, device: DeviceLike = None, requires_grad: bool = False) -> "Tensor":
+        return zeros(*size, dtype=dtype or self.dtype, device=device or self._backend, requires_grad=requires_grad)
+
+    def new_ones(self, *size: Any, dtype: DTypeLike = None, device: DeviceLike = None, requires_grad: bool = False) -> "Tensor":
+        return ones(*size, dtype=dtype or self.dtype, device=device or self._backend, requires_grad=requires_grad)
+
+    def new_empty(self, *size: Any, dtype: DTypeLike = None, device: DeviceLike = None, requires_grad: bool = False) -> "Tensor":
+        return empty(*size, dtype=dtype or self.dtype, device=device or self._backend, requires_grad=requires_grad)
+
+    def new_full(self, size: Sequence[builtins.int], fill_value: Any, dtype: DTypeLike = None, device: DeviceLike = None, requires_grad: bool = False) -> "Tensor":
+        return full(size, fill_value, dtype=dtype or self.dtype, device=device or self._backend, requires_grad=requires_grad)
 
     def __iter__(self):
         if self.array.ndim == 0:
             raise TypeError("iteration over a 0-d tensor")
         return iter(self.unbind(0))
+
+
+    # ------------------------------------------------------------------ copying and pickling
+
+    def __reduce_ex__(self, protocol: builtins.int) -> tuple:
+        """Pickle the values (as numpy), device, dtype and requires_grad; never the backend
+        module nor the graph (as PyTorch, a pickled tensor is a leaf; its grad is not kept)."""
+        return (_rebuild_tensor, (type(self), self._host().copy(), self._backend.name, self.requires_grad))
+
+    def __deepcopy__(self, memo: dict) -> "Tensor":
+        """A leaf copy with its own storage, ``requires_grad`` and ``.grad`` (as ``copy.deepcopy`` in PyTorch).
+
+        Tensors that share one array (``p`` and ``p.data``) still share one after the copy."""
+        if self._ctx is not None:
+            raise RuntimeError("Only Tensors created explicitly by the user (graph leaves) support the deepcopy "
+                               "protocol at the moment. If you were attempting to deepcopy a module, this may be "
+                               "because of a torch.nn.utils.weight_norm usage, see "
+                               "https://github.com/pytorch/pytorch/pull/103001")
+        key = ("microgradnn.array", id(self.array))
+        array = memo.get(key)
+        if array is None:
+            array = memo[key] = self.array.copy()
+            memo.setdefault("microgradnn.keep", []).append(self.array)  # keep id() unique while copying
+        out = type(self).__new__(type(self))
+        Variable.__init__(out, array, self._backend, self.requires_grad)
+        memo[id(self)] = out
+        if self._grad is not None:
+            out._grad = self._grad.copy()
+        return out
+
+    def __copy__(self) -> "Tensor":
+        return self.__deepcopy__({})
+
+
+def _rebuild_tensor(cls: type, array: np.ndarray, device_name: str, requires_grad: bool) -> Tensor:
+    backend = get_backend(device_name)
+    out = cls.__new__(cls)
+    Variable.__init__(out, _move_array(array, backend), backend, requires_grad)
+    return out
+
+
+# Methods made from one primitive each: float math (mg.sin(x) and x.sin()), and the steps.
+for _name in ("sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh",
+              "log2", "log10", "log1p", "expm1", "exp2", "erf", "rsqrt", "reciprocal", "floor", "ceil", "trunc",
+              "sign", "frac"):
+    def _unary(self: Tensor, _op: type = getattr(E, _name.capitalize())) -> Tensor:
+        return _op.apply(self)
+
+    _unary.__name__ = _unary.__qualname__ = _name
+    _unary.__doc__ = f"Elementwise {_name} (as ``torch.{_name}``)."
+    setattr(Tensor, _name, _unary)
+for _alias, _name in (("arcsin", "asin"), ("arccos", "acos"), ("arctan", "atan"), ("arcsinh", "asinh"),
+                      ("arccosh", "acosh"), ("arctanh", "atanh"), ("fix", "trunc"), ("sgn", "sign")):
+    setattr(Tensor, _alias, getattr(Tensor, _name))
+
+
+def _round(self: Tensor, decimals: builtins.int = 0) -> Tensor:
+    """Round half to even, to ``decimals`` places (as ``torch.round``)."""
+    return E.Round.apply(self, decimals=decimals)
+
+
+Tensor.round = _round
+Tensor.square = lambda self: self * self
+Tensor.square.__doc__ = "``x * x``."
+
+# In-place forms, written through storage without a graph: x.exp_(), p.data.sign_() ...
+for _name in ("abs", "neg", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "sin", "cos", "tan", "asin", "acos",
+              "atan", "sinh", "cosh", "log2", "log10", "log1p", "expm1", "exp2", "erf", "rsqrt", "reciprocal",
+              "floor", "ceil", "trunc", "round", "sign", "frac", "square"):
+    def _inplace(self: Tensor, *args: Any, _name: str = _name, **kwargs: Any) -> Tensor:
+        return self._write(_name + "_", self._no_graph(lambda: getattr(self, _name)(*args, **kwargs)))
+
+    _inplace.__name__ = _inplace.__qualname__ = _name + "_"
+    setattr(Tensor, _name + "_", _inplace)
+del _name, _alias
+
+_TYPE_NAMES = {
+    float32: "torch.FloatTensor", float64: "torch.DoubleTensor", float16: "torch.HalfTensor",
+    int64: "torch.LongTensor", int32: "torch.IntTensor", np.dtype("int16"): "torch.ShortTensor",
+    np.dtype("int8"): "torch.CharTensor", np.dtype("uint8"): "torch.ByteTensor", bool_: "torch.BoolTensor",
+}
+
+
+def _as_tensor(value: Any, like: Tensor) -> Tensor:
+    """A Python number or array as a constant tensor on ``like``'s device (for reflected operators)."""
+    if isinstance(value, Variable):
+        return value
+    return tensor(value, device=like._backend)
 
 
 Tensor._output_type = Tensor
@@ -726,20 +1320,21 @@ def from_numpy(array: np.ndarray) -> Tensor:
     return Tensor(array, get_backend("cpu"))
 
 
-def _creator(fill: Callable[[Any, tuple, np.dtype], Any]) -> Callable[..., Tensor]:
-    def create(*size: Any, dtype: DTypeLike = None, device: DeviceLike = "cpu", requires_grad: bool = False) -> Tensor:
+def _creator(fill: Callable[[Any, tuple, np.dtype, Any], Any]) -> Callable[..., Tensor]:
+    def create(*size: Any, generator: "Generator | None" = None, dtype: DTypeLike = None, device: DeviceLike = "cpu",
+               requires_grad: bool = False) -> Tensor:
         backend = get_backend(device)
-        out = Tensor(fill(backend, _dims(size), _as_dtype(dtype) if dtype is not None else _default_dtype), backend)
+        out = Tensor(fill(backend, _dims(size), _as_dtype(dtype) if dtype is not None else _default_dtype, generator), backend)
         return out.requires_grad_(True) if requires_grad else out
 
     return create
 
 
-zeros = _creator(lambda b, shape, dtype: b.xp.zeros(shape, dtype=dtype))
-ones = _creator(lambda b, shape, dtype: b.xp.ones(shape, dtype=dtype))
-empty = _creator(lambda b, shape, dtype: b.xp.empty(shape, dtype=dtype))
-randn = _creator(lambda b, shape, dtype: _random(b).standard_normal(shape).astype(dtype, copy=False))
-rand = _creator(lambda b, shape, dtype: _random(b).random(shape).astype(dtype, copy=False))
+zeros = _creator(lambda b, shape, dtype, g: b.xp.zeros(shape, dtype=dtype))
+ones = _creator(lambda b, shape, dtype, g: b.xp.ones(shape, dtype=dtype))
+empty = _creator(lambda b, shape, dtype, g: b.xp.empty(shape, dtype=dtype))
+randn = _creator(lambda b, shape, dtype, g: _rng(b, g).standard_normal(shape).astype(dtype, copy=False))
+rand = _creator(lambda b, shape, dtype, g: _rng(b, g).random(shape).astype(dtype, copy=False))
 zeros.__doc__ = "Tensor of zeros: ``zeros(2, 3)`` or ``zeros((2, 3))``."
 ones.__doc__ = "Tensor of ones."
 empty.__doc__ = "Uninitialised tensor."
@@ -765,16 +1360,18 @@ def arange(start: Any, end: Any = None, step: Any = 1, dtype: DTypeLike = None, 
     return out.requires_grad_(True) if requires_grad else out
 
 
-def randint(low: builtins.int, high: builtins.int | None = None, size: Sequence[builtins.int] = (), dtype: DTypeLike = int64, device: DeviceLike = "cpu") -> Tensor:
-    if high is None:
-        low, high = 0, low
+def randint(low: builtins.int, high: Any = None, size: Sequence[builtins.int] = (), *, generator: "Generator | None" = None,
+            dtype: DTypeLike = int64, device: DeviceLike = "cpu") -> Tensor:
+    """Integers uniform in ``[low, high)``: ``randint(10, (3,))`` or ``randint(2, 10, (3,))``."""
+    if high is None or (isinstance(high, (tuple, list)) and size == ()):
+        low, high, size = 0, low, (size if high is None else high)
     backend = get_backend(device)
-    return Tensor(_random(backend).integers(low, high, tuple(size)).astype(_as_dtype(dtype)), backend)
+    return Tensor(_rng(backend, generator).integers(low, high, tuple(size)).astype(_as_dtype(dtype)), backend)
 
 
-def randperm(n: builtins.int, dtype: DTypeLike = int64, device: DeviceLike = "cpu") -> Tensor:
+def randperm(n: builtins.int, *, generator: "Generator | None" = None, dtype: DTypeLike = int64, device: DeviceLike = "cpu") -> Tensor:
     backend = get_backend(device)
-    return Tensor(_random(backend).permutation(n).astype(_as_dtype(dtype)), backend)
+    return Tensor(_rng(backend, generator).permutation(n).astype(_as_dtype(dtype)), backend)
 
 
 def _like(maker: Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -814,15 +1411,82 @@ def initial_seed() -> builtins.int:
     return _seed
 
 
+def _new_generator(backend: Backend, seed: builtins.int) -> Any:
+    """A fresh numpy-style ``Generator`` for ``backend``, seeded with ``seed``."""
+    if backend.name == "cpu":
+        return np.random.Generator(np.random.PCG64(seed))
+    return backend.xp.random.Generator(backend.xp.random.XORWOW(seed))
+
+
 def _random(backend: Backend) -> Any:
     gen = _generators.get(backend.name)
     if gen is None:
-        if backend.name == "cpu":
-            gen = np.random.Generator(np.random.PCG64(_seed))
-        else:
-            gen = backend.xp.random.Generator(backend.xp.random.XORWOW(_seed))
-        _generators[backend.name] = gen
+        gen = _generators[backend.name] = _new_generator(backend, _seed)
     return gen
+
+
+def _rng(backend: Backend, generator: "Generator | None") -> Any:
+    """The global generator of ``backend``, or the user's ``generator=``."""
+    return _random(backend) if generator is None else generator._numpy_like(backend)
+
+
+class Generator:
+    """A random-number stream of its own (``torch.Generator``), for ``generator=`` arguments.
+
+    ``g = mg.Generator().manual_seed(0)``; ``mg.randn(3, generator=g)``. Its state is a
+    uint8 tensor (as PyTorch's), so it can go into a checkpoint with ``mg.save``. The
+    numbers are numpy's PCG64 (CuPy's XORWOW on the GPU), not PyTorch's Mersenne Twister:
+    the same seed gives a different stream than torch."""
+
+    def __init__(self, device: DeviceLike = "cpu") -> None:
+        self._backend = get_backend(device)
+        self._seed = DEFAULT_SEED
+        self._gen = _new_generator(self._backend, self._seed)
+
+    @property
+    def device(self) -> _Device:
+        return _Device(self._backend.name)
+
+    def manual_seed(self, seed: builtins.int) -> "Generator":
+        self._seed = builtins.int(seed)
+        self._gen = _new_generator(self._backend, self._seed)
+        return self
+
+    def seed(self) -> builtins.int:
+        """Seed from the operating system's entropy; returns the seed used."""
+        self.manual_seed(builtins.int(np.random.SeedSequence().entropy) % (2**63))
+        return self._seed
+
+    def initial_seed(self) -> builtins.int:
+        return self._seed
+
+    def get_state(self) -> Tensor:
+        if self._backend.name != "cpu":
+            raise RuntimeError("Generator.get_state: only a CPU generator's state can be read here")
+        text = json.dumps({"seed": self._seed, "state": self._gen.bit_generator.state})
+        return Tensor(np.frombuffer(text.encode(), dtype=np.uint8).copy(), get_backend("cpu"))
+
+    def set_state(self, new_state: Tensor) -> "Generator":
+        if self._backend.name != "cpu":
+            raise RuntimeError("Generator.set_state: only a CPU generator's state can be set here")
+        array = new_state.array if isinstance(new_state, Variable) else np.asarray(new_state)
+        try:
+            state = json.loads(bytes(np.asarray(array, dtype=np.uint8)).decode())
+            seed, inner = builtins.int(state["seed"]), state["state"]
+            gen = _new_generator(self._backend, seed)
+            gen.bit_generator.state = inner
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise RuntimeError(f"Generator.set_state: not a state from Generator.get_state() ({exc})") from None
+        self._seed, self._gen = seed, gen
+        return self
+
+    def _numpy_like(self, backend: Backend) -> Any:
+        if backend.name != self._backend.name:
+            raise RuntimeError(f"Expected a '{backend.name}' device type for generator but found '{self._backend.name}'")
+        return self._gen
+
+    def __repr__(self) -> str:
+        return f"<microgradnn.Generator on {self._backend.name}, initial seed {self._seed}>"
 
 
 def get_rng_state() -> dict:
@@ -957,3 +1621,53 @@ def cross_entropy(
         if rest is not None:
             return loss.reshape(rest)
     return loss
+
+
+def einsum(equation: str, *operands: Any) -> Tensor:
+    """Einstein summation (``torch.einsum``): ``einsum("bij,bjk->bik", a, b)``.
+
+    Accepts ``...`` and the implicit form (no ``->``: the letters used once, sorted). The
+    equation is first rewritten with a letter for every axis, then one primitive
+    (:class:`ops.linalg.Einsum`) runs it; its gradient is itself an einsum."""
+    import string
+
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    equation = equation.replace(" ", "")
+    lhs, arrow, rhs = equation.partition("->")
+    inputs = lhs.split(",")
+    if len(inputs) != len(operands):
+        raise ValueError(f"einsum(): more operands were provided than specified in the equation" if len(operands) > len(inputs)
+                         else "einsum(): fewer operands were provided than specified in the equation")
+    letters = set(equation) - set(".,->")
+    if any(c not in string.ascii_letters for c in letters):
+        raise ValueError(f"einsum(): invalid subscript given at index in the equation string {equation!r}: "
+                         "subscripts must be in [a-zA-Z]")
+    spare = [c for c in string.ascii_letters if c not in letters]
+    widest = 0
+    for subs, op in zip(inputs, operands):
+        if "..." in subs:
+            widest = builtins.max(widest, op.ndim - (len(subs) - 3))
+    ellipsis = "".join(spare[:widest])
+    explicit = []
+    for i, (subs, op) in enumerate(zip(inputs, operands)):
+        if "..." in subs:
+            subs = subs.replace("...", ellipsis[widest - (op.ndim - (len(subs) - 3)):])
+        if len(subs) != op.ndim:
+            raise RuntimeError(f"einsum(): the number of subscripts in the equation ({len(subs)}) does not match the "
+                               f"number of dimensions ({op.ndim}) for operand {i} and no ellipsis was given")
+        explicit.append(subs)
+    if arrow:
+        out = rhs.replace("...", ellipsis)
+    else:
+        counts = "".join(explicit)
+        out = ellipsis + "".join(sorted(c for c in set(counts) if counts.count(c) == 1 and c not in ellipsis))
+    return L.Einsum.apply(*operands, equation=",".join(explicit) + "->" + out)
+
+
+def atan2(input: Tensor, other: Any) -> Tensor:
+    return E.Atan2.apply(input, other)
+
+
+def div(input: Any, other: Any, *, rounding_mode: str | None = None) -> Tensor:
+    return _as_tensor(input, other if isinstance(other, Variable) else tensor(0.0)).div(other, rounding_mode=rounding_mode)

@@ -151,8 +151,10 @@ class Pow(Function):
             else:
                 grad_a = xp.where(b == 0, 0, grad * b * xp.power(a, b - 1))
         if need_b:
-            # d(a^b)/db = a^b ln a; PyTorch defines it as 0 where a == 0 and b >= 0
-            grad_b = grad * ctx.out * xp.log(xp.where(xp.asarray(a) == 0, 1, a))
+            # d(a^b)/db = a^b ln a; PyTorch defines it as 0 where a == 0 and b >= 0 (for
+            # b < 0 it is inf * ln 0 = -inf, as PyTorch's)
+            defined_zero = (xp.asarray(a) == 0) & (xp.asarray(b) >= 0)
+            grad_b = xp.where(defined_zero, 0, grad * ctx.out * xp.log(xp.where(defined_zero, 1, a)))
         return grad_a, grad_b
 
 
@@ -226,6 +228,7 @@ class Abs(Function):
 class Exp(Function):
     @staticmethod
     def forward(ctx, a):
+        a = as_float(a)
         ctx.out = out = ctx.xp.exp(a)
         return out
 
@@ -237,7 +240,7 @@ class Exp(Function):
 class Log(Function):
     @staticmethod
     def forward(ctx, a):
-        ctx.a = a
+        ctx.a = a = as_float(a)
         return ctx.xp.log(a)
 
     @staticmethod
@@ -248,6 +251,7 @@ class Log(Function):
 class Sqrt(Function):
     @staticmethod
     def forward(ctx, a):
+        a = as_float(a)
         ctx.out = out = ctx.xp.sqrt(a)
         return out
 
@@ -281,6 +285,7 @@ class Clamp(Function):
 class Tanh(Function):
     @staticmethod
     def forward(ctx, a):
+        a = as_float(a)
         ctx.out = out = ctx.xp.tanh(a)
         return out
 
@@ -292,6 +297,7 @@ class Tanh(Function):
 class Sigmoid(Function):
     @staticmethod
     def forward(ctx, a):
+        a = as_float(a)
         ctx.out = out = ctx.backend.kernel("sigmoid_forward")(a)
         return out
 
@@ -393,3 +399,159 @@ class Ne(_Comparison):
     @staticmethod
     def forward(ctx, a, b):
         return a != b
+
+
+# ----------------------------------------------------------------- float math (table-made)
+#
+# Each of these is one primitive whose backward is ``grad * f'(a)``; the derivative sits
+# right beside its forward in the table below. Integer and boolean inputs compute in the
+# default float dtype, as PyTorch's ``torch.sin(int_tensor)`` does.
+
+
+def as_float(a):
+    """``a`` itself when floating, else cast to the default float dtype (PyTorch's rule for float ops)."""
+    return a if a.dtype.kind in "fc" else a.astype(_default_float())
+
+
+def _erf(xp, a):
+    from ..backend.reference import _erf as erf  # numpy has no erf; cupy's lives in cupyx
+
+    return erf(xp, a)
+
+
+_LN2, _LN10 = float(np.log(2.0)), float(np.log(10.0))
+
+# name -> (forward(xp, a), local derivative(xp, a, out), doc)
+_FLOAT_UNARY = {
+    "Sin": (lambda xp, a: xp.sin(a), lambda xp, a, y: xp.cos(a), "sin"),
+    "Cos": (lambda xp, a: xp.cos(a), lambda xp, a, y: -xp.sin(a), "cos"),
+    "Tan": (lambda xp, a: xp.tan(a), lambda xp, a, y: 1 + y * y, "tan; d/da = 1 + tan^2"),
+    "Asin": (lambda xp, a: xp.arcsin(a), lambda xp, a, y: 1 / xp.sqrt(1 - a * a), "arcsine"),
+    "Acos": (lambda xp, a: xp.arccos(a), lambda xp, a, y: -1 / xp.sqrt(1 - a * a), "arccosine"),
+    "Atan": (lambda xp, a: xp.arctan(a), lambda xp, a, y: 1 / (1 + a * a), "arctangent"),
+    "Sinh": (lambda xp, a: xp.sinh(a), lambda xp, a, y: xp.cosh(a), "hyperbolic sine"),
+    "Cosh": (lambda xp, a: xp.cosh(a), lambda xp, a, y: xp.sinh(a), "hyperbolic cosine"),
+    "Asinh": (lambda xp, a: xp.arcsinh(a), lambda xp, a, y: 1 / xp.sqrt(a * a + 1), "inverse hyperbolic sine"),
+    "Acosh": (lambda xp, a: xp.arccosh(a), lambda xp, a, y: 1 / xp.sqrt(a * a - 1), "inverse hyperbolic cosine"),
+    "Atanh": (lambda xp, a: xp.arctanh(a), lambda xp, a, y: 1 / (1 - a * a), "inverse hyperbolic tangent"),
+    "Log2": (lambda xp, a: xp.log2(a), lambda xp, a, y: 1 / (a * _LN2), "base-2 logarithm"),
+    "Log10": (lambda xp, a: xp.log10(a), lambda xp, a, y: 1 / (a * _LN10), "base-10 logarithm"),
+    "Log1p": (lambda xp, a: xp.log1p(a), lambda xp, a, y: 1 / (1 + a), "log(1 + a), accurate near 0"),
+    "Expm1": (lambda xp, a: xp.expm1(a), lambda xp, a, y: y + 1, "exp(a) - 1, accurate near 0"),
+    "Exp2": (lambda xp, a: xp.exp2(a), lambda xp, a, y: y * _LN2, "2 ** a"),
+    "Erf": (lambda xp, a: _erf(xp, a), lambda xp, a, y: (2 / np.sqrt(np.pi)) * xp.exp(-a * a), "the error function"),
+    "Rsqrt": (lambda xp, a: 1 / xp.sqrt(a), lambda xp, a, y: -0.5 * y * y * y, "1 / sqrt(a)"),
+    "Reciprocal": (lambda xp, a: 1 / a, lambda xp, a, y: -y * y, "1 / a"),
+}
+
+
+def _float_unary(name, forward_fn, derivative, doc):
+    def forward(ctx, a):
+        ctx.a = a = as_float(a)
+        ctx.out = out = forward_fn(ctx.xp, a)
+        return out
+
+    def backward(ctx, grad):
+        return grad * derivative(ctx.xp, ctx.a, ctx.out)
+
+    return type(name, (Function,), {
+        "__module__": __name__,
+        "__doc__": f"{doc} (elementwise).",
+        "forward": staticmethod(forward),
+        "backward": staticmethod(backward),
+    })
+
+
+for _name, (_fwd, _deriv, _doc) in _FLOAT_UNARY.items():
+    globals()[_name] = _float_unary(_name, _fwd, _deriv, _doc)
+del _name, _fwd, _deriv, _doc
+
+
+class Atan2(Function):
+    """``atan2(a, b)``: the angle of the point (b, a)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        a, b = _promote(a, b, division=True)
+        ctx.a, ctx.b = a, b
+        return ctx.xp.arctan2(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        # d/da = b / (a^2 + b^2), d/db = -a / (a^2 + b^2)
+        a, b = ctx.a, ctx.b
+        scale = grad / (a * a + b * b)
+        need_a, need_b = ctx.needs_input_grad
+        return (scale * b if need_a else None), (-scale * a if need_b else None)
+
+
+# ----------------------------------------------------------------- steps (zero gradient)
+
+
+class _Step(Function):
+    """A piecewise-constant op: its gradient is zero almost everywhere (PyTorch gives zeros)."""
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.xp.zeros_like(grad)
+
+
+class Floor(_Step):
+    @staticmethod
+    def forward(ctx, a):
+        return ctx.xp.floor(a) if a.dtype.kind in "fc" else a.copy()
+
+
+class Ceil(_Step):
+    @staticmethod
+    def forward(ctx, a):
+        return ctx.xp.ceil(a) if a.dtype.kind in "fc" else a.copy()
+
+
+class Trunc(_Step):
+    @staticmethod
+    def forward(ctx, a):
+        return ctx.xp.trunc(a) if a.dtype.kind in "fc" else a.copy()
+
+
+class Round(_Step):
+    """Round half to even (as PyTorch and numpy), optionally to ``decimals`` places."""
+
+    @staticmethod
+    def forward(ctx, a, decimals=0):
+        return ctx.xp.round(a, decimals) if a.dtype.kind in "fc" or decimals < 0 else a.copy()
+
+
+class Sign(_Step):
+    @staticmethod
+    def forward(ctx, a):
+        return ctx.xp.sign(a) if a.dtype.kind != "b" else a.copy()
+
+
+class Frac(Function):
+    """``a - trunc(a)``: the fractional part, sign kept; its gradient is 1."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return a - ctx.xp.trunc(a)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class Remainder(Function):
+    """``a % b`` with the sign of ``b`` (Python's and PyTorch's ``remainder``)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        a, b = _promote(a, b)
+        ctx.a, ctx.b = a, b
+        return ctx.xp.remainder(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        # a % b = a - floor(a / b) * b
+        need_a, need_b = ctx.needs_input_grad
+        grad_b = -grad * ctx.xp.floor(ctx.a / ctx.b) if need_b else None
+        return (grad if need_a else None), grad_b

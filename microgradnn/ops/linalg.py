@@ -25,10 +25,12 @@ class MatMul(Function):
         # C = A B  =>  dA = dC B^T,  dB = A^T dC; batch axes are summed by autograd's un-broadcast
         grad_a = grad @ xp.swapaxes(b2, -1, -2) if need_a else None
         grad_b = xp.swapaxes(a2, -1, -2) @ grad if need_b else None
+        # back to a 1-d operand's shape: sum the broadcast axes (not reshape(-1, n), which
+        # is ambiguous when n == 0)
         if a.ndim == 1 and grad_a is not None:
-            grad_a = grad_a.reshape(-1, a.shape[0]).sum(axis=0)
+            grad_a = grad_a.sum(axis=tuple(range(grad_a.ndim - 1)))
         if b.ndim == 1 and grad_b is not None:
-            grad_b = grad_b.reshape(-1, b.shape[0]).sum(axis=0)
+            grad_b = xp.swapaxes(grad_b, -1, -2).sum(axis=tuple(range(grad_b.ndim - 1)))
         return grad_a, grad_b
 
 
@@ -59,3 +61,55 @@ class Linear(Function):
         grad_w = g2.T @ x2 if need_w else None
         grad_b = g2.sum(axis=0) if need_b else None
         return grad_x, grad_w, grad_b
+
+
+class Einsum(Function):
+    """``einsum`` for an explicit equation of single letters (``"bij,bjk->bik"``).
+
+    :func:`microgradnn.einsum` turns ``...`` and the implicit form into this one. The
+    gradient of operand ``i`` is itself an einsum: the output's gradient contracted with
+    every other operand, written to operand ``i``'s subscripts."""
+
+    @staticmethod
+    def forward(ctx, *operands, equation=""):
+        lhs, _, ctx.out_subs = equation.partition("->")
+        ctx.subs = lhs.split(",")
+        ctx.operands = operands
+        return ctx.xp.einsum(equation, *operands)
+
+    @staticmethod
+    def backward(ctx, grad):
+        sizes = {}
+        for subs, op in zip(ctx.subs, ctx.operands):
+            sizes.update(zip(subs, op.shape))
+        return tuple(
+            _einsum_grad(ctx.xp, i, ctx.subs, ctx.out_subs, ctx.operands, grad, dict(sizes)) if needed else None
+            for i, needed in enumerate(ctx.needs_input_grad)
+        )
+
+
+def _einsum_grad(xp, i, subs, out_subs, operands, grad, sizes):
+    import string
+
+    used = set("".join(subs) + out_subs)
+    fresh = iter(c for c in string.ascii_letters if c not in used)
+    # A letter repeated in operand i (a diagonal, "ii->i") gets a fresh name for each
+    # repeat, tied to the first by an identity matrix: d a[i, j] = g[i] * delta(i, j).
+    seen, target, identities = set(), [], []
+    for c in subs[i]:
+        if c in seen:
+            new = next(fresh)
+            sizes[new] = sizes[c]
+            target.append(new)
+            identities.append(c + new)
+        else:
+            seen.add(c)
+            target.append(c)
+    inputs = [out_subs] + [s for j, s in enumerate(subs) if j != i] + identities
+    arrays = [grad] + [op for j, op in enumerate(operands) if j != i] + [xp.eye(sizes[p[0]], dtype=grad.dtype) for p in identities]
+    available = set("".join(inputs))
+    # a letter only operand i has was summed over alone: its gradient is broadcast along it
+    kept = "".join(c for c in target if c in available)
+    g = xp.einsum(",".join(inputs) + "->" + kept, *arrays)
+    g = g.reshape(tuple(sizes[c] if c in available else 1 for c in target))
+    return xp.broadcast_to(g, operands[i].shape)

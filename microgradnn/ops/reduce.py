@@ -6,11 +6,16 @@ re-insert those axes (when ``keepdim=False`` removed them), then broadcast.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 from ..autograd import Function
 
 
 def normalize_dims(dim, ndim: int) -> tuple:
-    """``dim`` as a sorted tuple of non-negative axes; ``None`` means every axis."""
+    """``dim`` as a sorted tuple of non-negative axes; ``None`` means every axis.
+
+    A 0-d tensor accepts dim 0 or -1 (as PyTorch) and has no axis to reduce: ``()``."""
     if dim is None:
         return tuple(range(ndim))
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
@@ -18,7 +23,8 @@ def normalize_dims(dim, ndim: int) -> tuple:
     for d in dims:
         if not -max(ndim, 1) <= d < max(ndim, 1):
             raise IndexError(f"dimension out of range (expected to be in range of [{-max(ndim, 1)}, {max(ndim, 1) - 1}], but got {d})")
-        out.append(d % ndim if ndim else 0)
+        if ndim:
+            out.append(d % ndim)
     return tuple(sorted(set(out)))
 
 
@@ -68,17 +74,30 @@ class Var(Function):
         axes = normalize_dims(dim, a.ndim)
         count = 1
         for ax in axes:
-            count *= a.shape[ax] if a.ndim else 1
-        ctx.centered = centered = a - a.mean(axis=_axis(axes, a.ndim), keepdims=True)
-        ctx.axes, ctx.keepdim, ctx.denominator = axes, keepdim, max(count - correction, 0)
-        return (centered * centered).sum(axis=_axis(axes, a.ndim), keepdims=keepdim) / ctx.denominator
+            count *= a.shape[ax]
+        # PyTorch divides by max(0, N - correction): a sum over N <= correction gives inf,
+        # or nan where it is 0/0 (a single element, or none), with a warning, not an error
+        ctx.axes, ctx.keepdim, ctx.denominator = axes, keepdim, float(max(count - correction, 0))
+        if ctx.denominator == 0:
+            warnings.warn("var(): degrees of freedom is <= 0. Correction should be strictly less than the "
+                          "reduction factor (input numel divided by output numel).", UserWarning, stacklevel=4)
+        with _quiet(ctx.xp):
+            ctx.centered = centered = a - a.mean(axis=_axis(axes, a.ndim), keepdims=True)
+            return (centered * centered).sum(axis=_axis(axes, a.ndim), keepdims=keepdim) / ctx.denominator
 
     @staticmethod
     def backward(ctx, grad):
         # d/dx_i of sum_j (x_j - mean)^2 / D is 2 (x_i - mean) / D: the mean's own
         # dependence on x_i cancels because the centred values sum to zero.
         grad = _keep(grad, ctx.axes, ctx.keepdim, ctx.xp)
-        return grad * ctx.centered * (2.0 / ctx.denominator)
+        with _quiet(ctx.xp):
+            return (2.0 * grad * ctx.centered) / ctx.denominator
+
+
+def _quiet(xp):
+    """numpy's divide/invalid warnings off for a computation whose inf/nan results are meant."""
+    errstate = getattr(xp, "errstate", None)
+    return errstate(divide="ignore", invalid="ignore") if errstate is not None else contextlib.nullcontext()
 
 
 class _Extreme(Function):
@@ -149,3 +168,84 @@ class LogSumExp(Function):
     def backward(ctx, grad):
         # d lse / d a_i = softmax(a)_i
         return _keep(grad, ctx.axes, ctx.keepdim, ctx.xp) * ctx.xp.exp(ctx.a - ctx.lse)
+
+
+def _exclusive_products(xp, a):
+    """For each position along the last axis, the product of all the *other* elements.
+
+    Built from two cumulative products (from the left and from the right), so it is exact
+    where elements are zero, unlike ``prod / a``."""
+    ones = xp.ones(a.shape[:-1] + (1,), dtype=a.dtype)
+    left = xp.concatenate([ones, xp.cumprod(a, axis=-1)[..., :-1]], axis=-1)
+    right = xp.flip(xp.concatenate([ones, xp.cumprod(xp.flip(a, -1), axis=-1)[..., :-1]], axis=-1), -1)
+    return left * right
+
+
+class Prod(Function):
+    """Product over one ``dim`` (or all elements with ``dim=None``), as ``torch.prod``."""
+
+    @staticmethod
+    def forward(ctx, a, dim=None, keepdim=False):
+        ctx.shape, ctx.dim, ctx.keepdim = a.shape, dim, keepdim
+        ctx.a = a
+        if dim is None:
+            return a.prod()
+        return a.prod(axis=dim if a.ndim else None, keepdims=keepdim)
+
+    @staticmethod
+    def backward(ctx, grad):
+        xp, a = ctx.xp, ctx.a
+        if ctx.dim is None or a.ndim == 0:
+            others = _exclusive_products(xp, a.reshape(1, -1)).reshape(a.shape)
+            return grad * others
+        moved = xp.moveaxis(a, ctx.dim, -1)
+        others = xp.moveaxis(_exclusive_products(xp, moved), -1, ctx.dim)
+        return _keep(grad, (ctx.dim,), ctx.keepdim, xp) * others
+
+
+def _reverse_cumsum(xp, x, axis):
+    return xp.flip(xp.cumsum(xp.flip(x, axis), axis=axis), axis)
+
+
+class Cumsum(Function):
+    @staticmethod
+    def forward(ctx, a, dim=0):
+        ctx.dim = dim
+        return ctx.xp.cumsum(a, axis=dim) if a.ndim else a.astype(_cumulative_dtype(a)).copy()
+
+    @staticmethod
+    def backward(ctx, grad):
+        # out_j = sum_{i<=j} a_i, so d/da_i collects the gradient of every out_j with j >= i
+        return _reverse_cumsum(ctx.xp, grad, ctx.dim) if grad.ndim else grad
+
+
+class Cumprod(Function):
+    @staticmethod
+    def forward(ctx, a, dim=0):
+        ctx.a, ctx.dim = a, dim
+        ctx.out = out = ctx.xp.cumprod(a, axis=dim) if a.ndim else a.astype(_cumulative_dtype(a)).copy()
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        xp, a = ctx.xp, ctx.a
+        if a.ndim == 0:
+            return grad
+        if bool(xp.all(a != 0)):
+            # d out_j / d a_i = out_j / a_i for j >= i
+            return _reverse_cumsum(xp, grad * ctx.out, ctx.dim) / a
+        # with zeros: d out_j / d a_i is the product of a_k, k <= j, k != i (one pass per i)
+        moved, g = xp.moveaxis(a, ctx.dim, -1), xp.moveaxis(grad, ctx.dim, -1)
+        result = xp.zeros_like(g)
+        for i in range(moved.shape[-1]):
+            without = moved.copy()
+            without[..., i] = 1
+            partial = xp.cumprod(without, axis=-1)
+            result[..., i] = (g[..., i:] * partial[..., i:]).sum(axis=-1)
+        return xp.moveaxis(result, -1, ctx.dim)
+
+
+def _cumulative_dtype(a):
+    import numpy as np
+
+    return np.dtype(np.int64) if a.dtype.kind in "biu" else a.dtype

@@ -131,3 +131,82 @@ class Unbind(Function):
     @staticmethod
     def backward(ctx, *grads):
         return ctx.xp.stack(grads, axis=ctx.dim)
+
+
+# ----------------------------------------------------------------- gather / scatter along a dim
+
+
+def _along(xp, index, dim):
+    """The full index tuple that ``index`` (an integer array) means along ``dim``.
+
+    ``gather(a, dim, index)[i, j, k] = a[i, index[i, j, k], k]`` for ``dim=1``: every other
+    axis is indexed by its own position, as broadcastable ranges."""
+    grid = list(xp.ogrid[tuple(slice(0, n) for n in index.shape)]) if index.ndim else []
+    grid[dim] = index
+    return tuple(grid)
+
+
+def _leading(index):
+    """The block of ``src`` a scatter reads: its first ``index.shape`` elements (as PyTorch)."""
+    return tuple(slice(0, n) for n in index.shape)
+
+
+class Gather(Function):
+    @staticmethod
+    def forward(ctx, a, index, dim=0):
+        ctx.shape, ctx.where = a.shape, _along(ctx.xp, index, dim)
+        return a[ctx.where]
+
+    @staticmethod
+    def backward(ctx, grad):
+        out = ctx.xp.zeros(ctx.shape, dtype=grad.dtype)
+        ctx.backend.index_add(out, ctx.where, grad)  # an index gathered twice gets both gradients
+        return out, None
+
+
+class Scatter(Function):
+    """``a`` with the positions named by ``index`` along ``dim`` replaced by ``src`` (a tensor or a number)."""
+
+    @staticmethod
+    def forward(ctx, a, index, src, dim=0):
+        ctx.where = where = _along(ctx.xp, index, dim)
+        ctx.block = block = _leading(index)
+        ctx.src_shape = getattr(src, "shape", None)
+        out = a.copy()
+        out[where] = src[block] if ctx.src_shape is not None else src
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        xp = ctx.xp
+        need_a, _, need_src = ctx.needs_input_grad
+        grad_a = grad_src = None
+        if need_a:  # an overwritten position's old value no longer reaches the output
+            grad_a = grad.copy()
+            grad_a[ctx.where] = 0
+        if need_src:
+            grad_src = xp.zeros(ctx.src_shape, dtype=grad.dtype)
+            grad_src[ctx.block] = grad[ctx.where]
+        return grad_a, None, grad_src
+
+
+class ScatterAdd(Function):
+    """``a`` plus ``src`` added at the positions ``index`` names along ``dim`` (repeats add up)."""
+
+    @staticmethod
+    def forward(ctx, a, index, src, dim=0):
+        ctx.where = where = _along(ctx.xp, index, dim)
+        ctx.block = block = _leading(index)
+        ctx.src_shape = src.shape
+        out = a.astype(ctx.xp.result_type(a, src), copy=True)
+        ctx.backend.index_add(out, where, src[block])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        need_a, _, need_src = ctx.needs_input_grad
+        grad_src = None
+        if need_src:
+            grad_src = ctx.xp.zeros(ctx.src_shape, dtype=grad.dtype)
+            grad_src[ctx.block] = grad[ctx.where]
+        return (grad if need_a else None), None, grad_src
