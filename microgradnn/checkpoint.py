@@ -30,12 +30,13 @@ weights_only=True)``, tensors become numpy arrays) when PyTorch is installed.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import uuid
 from collections import OrderedDict
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -115,6 +116,12 @@ class _Encoder:
             return [self.encode(v, path + [str(i)]) for i, v in enumerate(obj)]
         if isinstance(obj, tuple):
             return {"$tuple": [self.encode(v, path + [str(i)]) for i, v in enumerate(obj)]}
+        if callable(getattr(obj, "state_dict", None)):  # a Module or an optimizer (duck-typed: no nn import here)
+            raise TypeError(
+                f"mg.save: can't save a whole {type(obj).__qualname__} object at {_path_str(path)!r} (loading it would "
+                f"need pickle): save its state_dict() instead, mg.save(obj.state_dict(), f), and restore it with "
+                f"load_state_dict(mg.load(f))"
+            )
         raise TypeError(
             f"mg.save: can't save {type(obj).__module__}.{type(obj).__qualname__} at {_path_str(path)!r}: a "
             "checkpoint holds arrays, Tensors, numbers, strings, bools, None and dicts/lists/tuples of them"
@@ -251,12 +258,21 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def save(obj: Any, path: "str | os.PathLike[str]") -> None:
+def save(obj: Any, f: "str | os.PathLike[str] | BinaryIO") -> None:
     """Write ``obj`` (nested dicts/lists/tuples of arrays, Tensors, numbers, strings, bools,
-    None) to ``path`` as one safetensors file, atomically."""
+    None) to ``f`` as one safetensors file: a path (written atomically) or, as ``torch.save``,
+    an open binary file (written at its position; the caller owns closing it)."""
+    if hasattr(f, "write"):
+        _write_all(f, _encode(obj))
+        return
+    path = os.fspath(f)
+    data = _encode(obj)
+    _atomic_write(path, data, os.path.dirname(os.path.abspath(path)))
+
+
+def _encode(obj: Any) -> bytes:
     import safetensors.numpy
 
-    path = os.fspath(path)
     encoder = _Encoder()
     root = encoder.encode(obj, [])
     metadata = {
@@ -264,9 +280,10 @@ def save(obj: Any, path: "str | os.PathLike[str]") -> None:
         "version": str(VERSION),
         "structure": json.dumps(root, allow_nan=False, ensure_ascii=False, separators=(",", ":")),
     }
-    data = safetensors.numpy.save(encoder.arrays, metadata=metadata)
+    return safetensors.numpy.save(encoder.arrays, metadata=metadata)
 
-    directory = os.path.dirname(os.path.abspath(path))
+
+def _atomic_write(path: str, data: bytes, directory: str) -> None:
     if not os.path.isdir(directory):
         raise CheckpointError(f"mg.save: can't write {path}: directory {directory} does not exist")
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
@@ -318,17 +335,23 @@ def _sniff(data: bytes) -> str:
     return "unknown"
 
 
-def load(path: "str | os.PathLike[str]", device: Any = None) -> Any:
+def load(f: "str | os.PathLike[str] | BinaryIO", device: Any = None) -> Any:
     """Read a checkpoint written by :func:`save` (or a plain safetensors file, or a PyTorch
     ``.pt``/``.pth`` file). Arrays come back as numpy arrays — CuPy arrays, and Tensors on
     the GPU, with ``device="cuda"``. Raises :class:`CheckpointError` for a truncated or
     corrupt file and :class:`CheckpointNotFoundError` when there is none."""
-    path = os.fspath(path)
     backend = None
     if device is not None:
         from .backend import get_backend
 
         backend = get_backend(device)
+    if hasattr(f, "read"):  # an open binary file, as torch.load takes
+        path = str(getattr(f, "name", "<file object>"))
+        data = f.read()
+        if not isinstance(data, bytes):
+            raise CheckpointError(f"mg.load: {path} is open in text mode: open it with 'rb'")
+        return _load_bytes(path, data, backend, source=io.BytesIO(data))
+    path = os.fspath(f)
     if not os.path.exists(path):
         raise CheckpointNotFoundError(f"mg.load: no checkpoint at {path}: the file does not exist")
     if os.path.isdir(path):
@@ -338,9 +361,15 @@ def load(path: "str | os.PathLike[str]", device: Any = None) -> Any:
             data = f.read()
     except OSError as exc:
         raise CheckpointError(f"mg.load: can't read {path}: {exc}") from None
+    return _load_bytes(path, data, backend)
+
+
+def _load_bytes(path: str, data: bytes, backend: Any, source: Any = None) -> Any:
+    """What :func:`load` does once the bytes are read; ``source`` is the file object to hand
+    torch.load (None: it reads ``path``)."""
     kind = _sniff(data)
     if kind == "torch":
-        return _load_torch(path, backend)
+        return _load_torch(path, backend, source)
     if kind == "pickle":
         raise CheckpointError(f"mg.load: {path} is a Python pickle, not a checkpoint: mg.load never unpickles "
                               "(loading a pickle can run arbitrary code)")
@@ -404,7 +433,7 @@ def _load_safetensors(path: str, data: bytes, backend: Any) -> Any:
         raise CheckpointError(f"mg.load: {path} is corrupt: malformed structure ({type(exc).__name__}: {exc})") from None
 
 
-def _load_torch(path: str, backend: Any) -> Any:
+def _load_torch(path: str, backend: Any, source: Any = None) -> Any:
     try:
         import torch
     except ImportError:
@@ -413,7 +442,7 @@ def _load_torch(path: str, backend: Any) -> Any:
             "pip install torch (or convert the file to safetensors where PyTorch is installed)"
         ) from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path if source is None else source, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"mg.load: can't read PyTorch file {path} (truncated, corrupt, or holding more than "
                               f"tensors and plain data): {type(exc).__name__}: {exc}") from None

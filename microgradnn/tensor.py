@@ -671,7 +671,7 @@ class Tensor(Variable):
         return Tensor(self._backend.xp.asarray(fn(b, a) if reflected else fn(a, b)), self._backend)
 
     def __invert__(self) -> "Tensor":
-        return self._bitwise("bitwise_not", lambda a, b: ~a, 0)
+        return self._bitwise("bitwise_not", lambda a, b: ~a, self)
 
     def __and__(self, other: Any) -> "Tensor":
         return self._bitwise("bitwise_and", lambda a, b: a & b, other)
@@ -869,7 +869,9 @@ class Tensor(Variable):
         return R.Var.apply(self, dim=dim, keepdim=keepdim, correction=correction)
 
     def std(self, dim: Any = None, keepdim: bool = False, *, correction: builtins.int = 1, unbiased: bool | None = None) -> "Tensor":
-        return self.var(dim, keepdim, correction=correction, unbiased=unbiased).sqrt()
+        if unbiased is not None:
+            correction = 1 if unbiased else 0
+        return R.Std.apply(self, dim=dim, keepdim=keepdim, correction=correction)
 
     def max(self, dim: Any = None, keepdim: bool = False) -> Any:
         """``x.max()`` is a tensor; ``x.max(dim)`` is ``(values, indices)`` as in PyTorch."""
@@ -909,6 +911,10 @@ class Tensor(Variable):
         return self._arg(self._backend.xp.argmin, dim, keepdim)
 
     def _arg(self, fn: Callable, dim: Any, keepdim: bool) -> "Tensor":
+        if dim is not None:
+            dim = _wrap_dim(dim, self.ndim)
+            if not self.ndim:
+                return Tensor(self._backend.xp.zeros((), dtype=int64), self._backend)
         out = fn(self.array, axis=dim)
         if keepdim:  # with dim=None, keepdim gives every axis length 1 (as PyTorch)
             out = self._backend.xp.expand_dims(out, dim) if dim is not None else out.reshape((1,) * self.ndim)
@@ -1530,7 +1536,9 @@ def matmul(a: Any, b: Any) -> Tensor:
 def cat(tensors: Sequence[Tensor], dim: builtins.int = 0) -> Tensor:
     tensors = _check_tensors("cat", tensors)
     ndim = tensors[0].ndim
-    d = dim % ndim
+    if ndim == 0:
+        raise RuntimeError("zero-dimensional tensor (at position 0) cannot be concatenated")
+    d = _wrap_dim(dim, ndim)
     for t in tensors[1:]:
         if t.ndim != ndim or any(t.shape[i] != tensors[0].shape[i] for i in range(ndim) if i != d):
             raise RuntimeError(f"cat: sizes of tensors must match except in dimension {dim}: got shapes {[x.shape for x in tensors]}")
@@ -1541,10 +1549,11 @@ def stack(tensors: Sequence[Tensor], dim: builtins.int = 0) -> Tensor:
     tensors = _check_tensors("stack", tensors)
     if any(t.shape != tensors[0].shape for t in tensors):
         raise RuntimeError(f"stack expects each tensor to be equal size, got shapes {[t.shape for t in tensors]}")
-    return S.Stack.apply(*tensors, dim=dim % (tensors[0].ndim + 1))
+    return S.Stack.apply(*tensors, dim=_wrap_dim(dim, tensors[0].ndim + 1))
 
 
 def split(x: Tensor, split_size_or_sections: Any, dim: builtins.int = 0) -> tuple:
+    dim = _wrap_dim(dim, x.ndim)
     length = x.shape[dim]
     if isinstance(split_size_or_sections, builtins.int):
         step = split_size_or_sections
@@ -1557,6 +1566,7 @@ def split(x: Tensor, split_size_or_sections: Any, dim: builtins.int = 0) -> tupl
 
 
 def chunk(x: Tensor, chunks: builtins.int, dim: builtins.int = 0) -> tuple:
+    dim = _wrap_dim(dim, x.ndim)
     length = x.shape[dim]
     step = -(-length // chunks)
     return split(x, step, dim)

@@ -256,7 +256,7 @@ def test_sum_mean(shape, seed, data):
     check(lambda x: mg.sum(x) * mg.mean(x), x, ops=["Sum", "Mean"])
 
 
-@covers("Var", "Sqrt")
+@covers("Var", "Std")
 @given(shape=shapes(), seed=seeds, data=st.data())
 def test_var_std(shape, seed, data):
     dim = draw_dim(data, len(shape))
@@ -265,7 +265,7 @@ def test_var_std(shape, seed, data):
     assume(reduced_count(shape, dim) >= 2)  # a variance of one element is 0 (or 0/0) and its sqrt has no derivative
     x = leaf(floats(seed, shape))
     check(lambda x: x.var(dim, keepdim=keepdim, correction=correction), x, ops=["Var"])
-    check(lambda x: x.std(dim, keepdim=keepdim, correction=correction), x, ops=["Var", "Sqrt"])
+    check(lambda x: x.std(dim, keepdim=keepdim, correction=correction), x, ops=["Std"])
     check(lambda x: x.var(dim, unbiased=False) + mg.std(x), x, ops=["Var"])
 
 
@@ -629,3 +629,135 @@ def test_the_meta_checks_catch_a_primitive_without_backward_or_test():
 
     assert _backward_owner(Forgotten) is Function
     assert "Forgotten" not in COVERAGE
+
+
+# ============================================================================= issue 13: the wider Tensor surface
+
+_INTEGERS = [-2.0, -1.0, 0.0, 1.0, 2.0]
+_HALVES = [-1.5, -0.5, 0.5, 1.5]
+
+# name -> (fn, primitives, floats() options)
+FLOAT_MATH = {
+    "sin": (lambda x: x.sin(), ["Sin"], {}),
+    "cos": (lambda x: mg.cos(x), ["Cos"], {}),
+    "tan": (lambda x: x.tan(), ["Tan"], dict(high=1.2)),
+    "asin": (lambda x: x.asin(), ["Asin"], dict(high=0.9)),
+    "acos": (lambda x: mg.acos(x), ["Acos"], dict(high=0.9)),
+    "atan": (lambda x: x.arctan(), ["Atan"], {}),
+    "sinh": (lambda x: x.sinh(), ["Sinh"], {}),
+    "cosh": (lambda x: x.cosh(), ["Cosh"], {}),
+    "asinh": (lambda x: x.asinh(), ["Asinh"], {}),
+    "acosh": (lambda x: x.acosh(), ["Acosh"], dict(positive=True, low=1.2, high=3.0)),
+    "atanh": (lambda x: x.atanh(), ["Atanh"], dict(high=0.9)),
+    "log2": (lambda x: x.log2(), ["Log2"], dict(positive=True)),
+    "log10": (lambda x: mg.log10(x), ["Log10"], dict(positive=True)),
+    "log1p": (lambda x: x.log1p(), ["Log1p"], dict(high=0.9)),
+    "expm1": (lambda x: x.expm1(), ["Expm1"], {}),
+    "exp2": (lambda x: x.exp2(), ["Exp2"], {}),
+    "erf": (lambda x: mg.erf(x), ["Erf"], {}),
+    "rsqrt": (lambda x: x.rsqrt(), ["Rsqrt"], dict(positive=True, low=0.3)),
+    "reciprocal": (lambda x: x.reciprocal(), ["Reciprocal"], dict(low=0.4)),
+    # steps: zero gradient away from their jumps, exactly what finite differences see
+    "floor": (lambda x: x.floor() + x, ["Floor"], dict(avoid=_INTEGERS)),
+    "ceil": (lambda x: mg.ceil(x) * x, ["Ceil"], dict(avoid=_INTEGERS)),
+    "trunc": (lambda x: x.trunc() * x, ["Trunc"], dict(avoid=_INTEGERS)),
+    "round": (lambda x: x.round() * x, ["Round"], dict(avoid=_HALVES)),
+    "round_decimals": (lambda x: x.round(decimals=1) * x, ["Round"], dict(avoid=[v / 10 + 0.05 for v in range(-20, 20)], margin=0.01)),
+    "sign": (lambda x: x.sign() * x, ["Sign"], {}),
+    "frac": (lambda x: x.frac(), ["Frac"], dict(avoid=_INTEGERS)),
+    "floor_divide": (lambda x: (x // 0.7) * x, ["Floor", "Div"], dict(avoid=[k * 0.7 for k in range(-3, 4)])),
+    "div_trunc": (lambda x: x.div(0.7, rounding_mode="trunc") * x, ["Trunc", "Div"], dict(avoid=[k * 0.7 for k in range(-3, 4)])),
+}
+for _name, (_fn, _ops, _kw) in FLOAT_MATH.items():
+    for _op in _ops:
+        COVERAGE[_op].append(f"test_float_math[{_name}]")
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT_MATH))
+@given(shape=shapes(), seed=seeds)
+def test_float_math(name, shape, seed):
+    fn, ops, options = FLOAT_MATH[name]
+    check(fn, leaf(floats(seed, shape, **options)), ops=ops)
+
+
+@covers("Atan2", "Remainder")
+@given(shapes=broadcast_shapes(), seed=seeds, needs=st.sampled_from([(True, True), (True, False), (False, True)]))
+def test_atan2_remainder_broadcast(shapes, seed, needs):
+    a = leaf(floats(seed, shapes[0]), requires_grad=needs[0])
+    b = leaf(floats(seed + 1, shapes[1], low=0.3), requires_grad=needs[1])
+    check(lambda a, b: mg.atan2(a, b), a, b, ops=["Atan2"])
+    # |a / b| in (0.03, 0.95): floor(a / b) is constant nearby, 0 or -1 by the signs
+    c = leaf(floats(seed + 2, shapes[1], low=2.1, high=3.0), requires_grad=needs[1])
+    check(lambda a, c: a % c, a, c, ops=["Remainder"])
+    check(lambda a: 2.5 % (a * 3.0 + 10.0), a, ops=["Remainder"]) if needs[0] else None
+
+
+@covers("Prod")
+@given(shape=shapes(), seed=seeds, data=st.data(), zeros=st.integers(0, 2))
+def test_prod(shape, seed, data, zeros):
+    x = floats(seed, shape)
+    x.reshape(-1)[:zeros] = 0.0  # exact zeros: prod / x would divide by them
+    ndim = len(shape)
+    dim = data.draw(st.none() | st.integers(-ndim, ndim - 1)) if ndim else None
+    keepdim = data.draw(st.booleans())
+    t = leaf(x)
+    check(lambda t: t.prod(), t, ops=["Prod"])
+    if dim is not None:
+        check(lambda t: t.prod(dim, keepdim=keepdim), t, ops=["Prod"])
+
+
+@covers("Cumsum", "Cumprod")
+@given(shape=shapes(min_dims=1), seed=seeds, data=st.data(), zeros=st.integers(0, 2))
+def test_cumsum_cumprod(shape, seed, data, zeros):
+    ndim = len(shape)
+    dim = data.draw(st.integers(-ndim, ndim - 1))
+    x = floats(seed, shape)
+    x.reshape(-1)[:zeros] = 0.0
+    t = leaf(x)
+    check(lambda t: t.cumsum(dim), t, ops=["Cumsum"])
+    check(lambda t: mg.cumprod(t, dim), t, ops=["Cumprod"])
+
+
+@covers("Gather", "Scatter", "ScatterAdd")
+@given(shape=shapes(min_dims=1), seed=seeds, data=st.data())
+def test_gather_scatter(shape, seed, data):
+    rng = np.random.default_rng(seed)
+    ndim = len(shape)
+    dim = data.draw(st.integers(-ndim, ndim - 1))
+    index_shape = tuple(data.draw(st.integers(1, n)) for n in shape)  # no larger than the input elsewhere
+    index = mg.tensor(rng.integers(0, shape[dim], index_shape))
+    x = leaf(floats(seed, shape))
+    src = leaf(floats(seed + 1, shape))
+    check(lambda x: x.gather(dim, index), x, ops=["Gather"])  # repeated indices: gradients add up
+    check(lambda x, s: x.scatter_add(dim, index, s), x, src, ops=["ScatterAdd"])
+    # scatter with repeated targets keeps an unspecified one of the writes: draw distinct ones
+    unique = mg.tensor(np.argsort(rng.random(shape), axis=dim)[tuple(slice(0, n) for n in index_shape)])
+    check(lambda x, s: x.scatter(dim, unique, s), x, src, ops=["Scatter"])
+    check(lambda x: x.scatter(dim, unique, value=0.5), x, ops=["Scatter"])
+
+
+EINSUM = {
+    "matmul": ("ij,jk->ik", [(2, 3), (3, 4)]),
+    "implicit": ("ij,jk", [(2, 3), (3, 4)]),
+    "batched": ("bij,bjk->bik", [(2, 2, 3), (2, 3, 2)]),
+    "outer": ("i,j->ij", [(3,), (4,)]),
+    "dot": ("i,i->", [(4,), (4,)]),
+    "diagonal": ("ii->i", [(3, 3)]),
+    "trace": ("ii", [(3, 3)]),
+    "sum_alone": ("ijk->i", [(2, 3, 2)]),
+    "broadcast_alone": ("ij,k->ik", [(2, 3), (4,)]),
+    "ellipsis": ("...ij,jk->...ik", [(2, 2, 3), (3, 2)]),
+    "transpose": ("ij->ji", [(2, 3)]),
+    "three": ("ij,jk,kl->il", [(2, 3), (3, 2), (2, 2)]),
+    "diagonal_and_other": ("iij,jk->ik", [(2, 2, 3), (3, 2)]),
+}
+for _name in EINSUM:
+    COVERAGE["Einsum"].append(f"test_einsum[{_name}]")
+
+
+@pytest.mark.parametrize("name", sorted(EINSUM))
+@given(seed=seeds)
+def test_einsum(name, seed):
+    equation, operand_shapes = EINSUM[name]
+    operands = [leaf(floats(seed + i, s)) for i, s in enumerate(operand_shapes)]
+    check(lambda *ops: mg.einsum(equation, *ops), *operands, ops=["Einsum"])

@@ -22,7 +22,7 @@ def normalize_dims(dim, ndim: int) -> tuple:
     out = []
     for d in dims:
         if not -max(ndim, 1) <= d < max(ndim, 1):
-            raise IndexError(f"dimension out of range (expected to be in range of [{-max(ndim, 1)}, {max(ndim, 1) - 1}], but got {d})")
+            raise IndexError(f"Dimension out of range (expected to be in range of [{-max(ndim, 1)}, {max(ndim, 1) - 1}], but got {d})")
         if ndim:
             out.append(d % ndim)
     return tuple(sorted(set(out)))
@@ -92,6 +92,26 @@ class Var(Function):
         grad = _keep(grad, ctx.axes, ctx.keepdim, ctx.xp)
         with _quiet(ctx.xp):
             return (2.0 * grad * ctx.centered) / ctx.denominator
+
+
+class Std(Function):
+    """Standard deviation: ``sqrt(var)``, one primitive for PyTorch's gradient where it is 0.
+
+    sqrt's derivative at 0 is infinite; PyTorch defines std's gradient there as 0 (a
+    constant input has no direction to grow its spread), where a plain sqrt(var) gives nan."""
+
+    @staticmethod
+    def forward(ctx, a, dim=None, keepdim=False, correction=1):
+        variance = Var.forward(ctx, a, dim=dim, keepdim=keepdim, correction=correction)
+        ctx.out = out = ctx.xp.sqrt(variance)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        xp = ctx.xp
+        with _quiet(xp):
+            grad_var = xp.where(ctx.out == 0, 0, grad / (2 * ctx.out))
+        return Var.backward(ctx, grad_var)
 
 
 def _quiet(xp):
