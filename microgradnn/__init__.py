@@ -97,6 +97,8 @@ for _name in (
     "prod", "nansum", "cumsum", "cumprod", "any", "all", "sort", "argsort", "topk",
     # shape and indexing
     "narrow", "select", "flip", "movedim", "gather", "scatter", "scatter_add",
+    "index_select", "masked_select", "mm", "bmm", "dot", "mv", "outer", "tril", "triu", "trace", "swapaxes",
+    "swapdims", "broadcast_to", "tile", "unflatten", "clamp_min", "clamp_max", "lerp", "nonzero", "count_nonzero",
 ):
     globals()[_name] = _method(_name)
 del _name

@@ -180,7 +180,8 @@ def _split_index(index: Any, ndim: builtins.int) -> tuple | None:
             basic.append(part)  # the axis goes away: nothing left for the second step
         elif _is_array_index(part):
             # a boolean mask covers as many axes as it has dimensions
-            width = np.ndim(part) if np.asarray(part).dtype == bool else 1
+            kind = part.dtype.kind if hasattr(part, "dtype") else np.asarray(part).dtype.kind
+            width = (part.ndim if hasattr(part, "ndim") else np.ndim(part)) if kind == "b" else 1
             basic.extend([slice(None)] * width)
             advanced.append(part)
         elif part is None:
@@ -235,7 +236,11 @@ class Tensor(Variable):
         return self.array.ndim
 
     def size(self, dim: int | None = None) -> Any:
-        return self.shape if dim is None else self.array.shape[_wrap_dim(dim, self.ndim)] if self.ndim else 1
+        if dim is None:
+            return self.shape
+        if not self.ndim:
+            raise IndexError(f"Dimension specified as {dim} but tensor has no dimensions")
+        return self.array.shape[_wrap_dim(dim, self.ndim)]
 
     def nelement(self) -> builtins.int:
         return builtins.int(self.array.size)
@@ -1137,6 +1142,95 @@ class Tensor(Variable):
         keep = (slice(None),) * _wrap_dim(dim, self.ndim) + (slice(0, k),)
         index = indices.array[keep]
         return TopK(R.SelectAlongDim.apply(self, index, dim=_wrap_dim(dim, self.ndim), keepdim=True), Tensor(index, self._backend))
+
+    # ------------------------------------------------------------------ composites PyTorch code often calls
+
+    def index_select(self, dim: builtins.int, index: Any) -> "Tensor":
+        index = index.array if isinstance(index, Variable) else self._backend.xp.asarray(index)
+        if index.ndim > 1:
+            raise IndexError("index_select(): Index is supposed to be a vector")
+        return self[(slice(None),) * _wrap_dim(dim, self.ndim) + (index.reshape(-1),)]
+
+    def masked_select(self, mask: Any) -> "Tensor":
+        mask = mask.array if isinstance(mask, Variable) else self._backend.xp.asarray(mask)
+        return self.expand(np.broadcast_shapes(self.shape, mask.shape))[self._backend.xp.broadcast_to(mask, np.broadcast_shapes(self.shape, mask.shape))]
+
+    def mm(self, mat2: "Tensor") -> "Tensor":
+        if self.ndim != 2 or mat2.ndim != 2:
+            raise RuntimeError(f"mm: both arguments must be 2-D matrices, got shapes {self.shape} and {mat2.shape}")
+        return matmul(self, mat2)
+
+    def bmm(self, mat2: "Tensor") -> "Tensor":
+        if self.ndim != 3 or mat2.ndim != 3 or self.shape[0] != mat2.shape[0]:
+            raise RuntimeError(f"bmm: expected two 3-D tensors with the same batch size, got shapes {self.shape} and {mat2.shape}")
+        return matmul(self, mat2)
+
+    def dot(self, other: "Tensor") -> "Tensor":
+        if self.ndim != 1 or other.ndim != 1:
+            raise RuntimeError(f"1D tensors expected, but got {self.ndim}D and {other.ndim}D tensors")
+        return matmul(self, other)
+
+    def mv(self, vec: "Tensor") -> "Tensor":
+        if self.ndim != 2 or vec.ndim != 1:
+            raise RuntimeError(f"mv: expected a matrix and a vector, got shapes {self.shape} and {vec.shape}")
+        return matmul(self, vec)
+
+    def outer(self, vec2: "Tensor") -> "Tensor":
+        return self.reshape(-1, 1) * vec2.reshape(1, -1)
+
+    def _triangle(self, diagonal: builtins.int, upper: bool) -> "Tensor":
+        if self.ndim < 2:
+            raise RuntimeError(f"{'triu' if upper else 'tril'}: input tensor must have at least 2 dimensions")
+        xp = self._backend.xp
+        rows, cols = self.shape[-2:]
+        keep = xp.triu(xp.ones((rows, cols), dtype=bool), diagonal) if upper else xp.tril(xp.ones((rows, cols), dtype=bool), diagonal)
+        return where(Tensor(keep, self._backend), self, xp.zeros((), dtype=self.dtype))
+
+    def tril(self, diagonal: builtins.int = 0) -> "Tensor":
+        return self._triangle(diagonal, upper=False)
+
+    def triu(self, diagonal: builtins.int = 0) -> "Tensor":
+        return self._triangle(diagonal, upper=True)
+
+    def trace(self) -> "Tensor":
+        if self.ndim != 2:
+            raise RuntimeError(f"trace: expected a matrix, but got tensor with dim {self.ndim}")
+        n = builtins.min(self.shape)
+        return einsum("ii->", self[:n, :n])
+
+    def swapaxes(self, axis0: builtins.int, axis1: builtins.int) -> "Tensor":
+        return self.transpose(axis0, axis1)
+
+    swapdims = swapaxes
+
+    def broadcast_to(self, size: Sequence[builtins.int]) -> "Tensor":
+        return self.expand(tuple(size))
+
+    def tile(self, *dims: Any) -> "Tensor":
+        dims = _dims(dims)
+        return self.repeat((1,) * (self.ndim - len(dims)) + tuple(dims))
+
+    def unflatten(self, dim: builtins.int, sizes: Sequence[builtins.int]) -> "Tensor":
+        dim = _wrap_dim(dim, self.ndim)
+        return self.reshape(self.shape[:dim] + tuple(sizes) + self.shape[dim + 1:])
+
+    def clamp_min(self, min: Any) -> "Tensor":
+        return self.clamp(min=min)
+
+    def clamp_max(self, max: Any) -> "Tensor":
+        return self.clamp(max=max)
+
+    def lerp(self, end: Any, weight: Any) -> "Tensor":
+        return self + weight * (end - self)
+
+    def nonzero(self, *, as_tuple: bool = False) -> Any:
+        found = self._backend.xp.nonzero(self.array if self.ndim else self.array.reshape(1))
+        if as_tuple:
+            return tuple(Tensor(i.astype(int64), self._backend) for i in found)
+        return Tensor(self._backend.xp.stack(found, axis=1).astype(int64) if found else self._backend.xp.zeros((0, 0), dtype=int64), self._backend)
+
+    def count_nonzero(self, dim: Any = None) -> "Tensor":
+        return (self != 0).sum(dim)
 
     # ------------------------------------------------------------------ new tensors like this one
 

@@ -476,3 +476,47 @@ def test_matmul_with_a_zero_length_operand(case, dtype):
 @dtypes
 def test_reductions_over_dim_0_of_a_0d_tensor(op, dtype):
     check(lambda L, x: eval("x." + op), data((), dtype, 1))
+
+
+# =============================================================== composites PyTorch code often calls
+
+COMPOSITES = {
+    "index_select": ((4, 5), lambda L, x: x.index_select(1, L.tensor([4, 0, 4]))),
+    "index_select_fn": ((4, 5), lambda L, x: L.index_select(x, 0, L.tensor([2, 2]))),
+    "masked_select": ((3, 4), lambda L, x: x.masked_select(x > 0)),
+    "masked_select_broadcast": ((3, 4), lambda L, x: L.masked_select(x, L.tensor([True, False, True, True]))),
+    "outer": ((4,), lambda L, x: L.outer(x, x * 2)),
+    "tril": ((4, 5), lambda L, x: x.tril()),
+    "tril_offset": ((2, 4, 5), lambda L, x: L.tril(x, -1)),
+    "triu": ((4, 5), lambda L, x: x.triu(1)),
+    "trace": ((4, 5), lambda L, x: x.trace()),
+    "swapaxes": ((2, 3, 4), lambda L, x: x.swapaxes(0, 2)),
+    "broadcast_to": ((3, 1), lambda L, x: L.broadcast_to(x, (2, 3, 4))),
+    "tile": ((2, 3), lambda L, x: x.tile(2)),
+    "tile_more": ((2, 3), lambda L, x: L.tile(x, (2, 1, 3))),
+    "unflatten": ((2, 12), lambda L, x: x.unflatten(1, (3, 4))),
+    "clamp_min": ((3, 4), lambda L, x: x.clamp_min(0.1)),
+    "clamp_max": ((3, 4), lambda L, x: L.clamp_max(x, -0.1)),
+    "lerp": ((3, 4), lambda L, x: x.lerp(x * x, 0.3)),
+    "count_nonzero": ((3, 4), lambda L, x: (x > 0).count_nonzero(1)),
+    "nonzero": ((3, 4), lambda L, x: (x > 0).nonzero()),
+    "nonzero_tuple": ((3, 4), lambda L, x: (x > 0).nonzero(as_tuple=True)),
+}
+
+
+@pytest.mark.parametrize("op", list(COMPOSITES))
+@dtypes
+def test_composites(op, dtype):
+    shape, fn = COMPOSITES[op]
+    check(fn, data(shape, dtype, 6))
+
+
+@pytest.mark.parametrize("op,shapes", [("mm", [(2, 3), (3, 4)]), ("bmm", [(2, 2, 3), (2, 3, 4)]), ("dot", [(3,), (3,)]),
+                                       ("mv", [(2, 3), (3,)])])
+@dtypes
+def test_matrix_products(op, shapes, dtype):
+    args = [data(s, dtype, i) for i, s in enumerate(shapes)]
+    check(lambda L, a, b: getattr(a, op)(b), *args)
+    check(lambda L, a, b: getattr(L, op)(a, b), *args)
+    with pytest.raises(RuntimeError):
+        getattr(mg, op)(mg.ones(2, 2, 2, 2), mg.ones(2))
