@@ -588,7 +588,13 @@ class Tensor(Variable):
 
     def __setitem__(self, index: Any, value: Any) -> None:
         self._check_inplace("__setitem__")
-        self.array[_unwrap_index(index)] = self._value(value)
+        index = _unwrap_index(index)
+        steps = _split_index(index, self.ndim)
+        if steps is not None:  # PyTorch's dimension order (see __getitem__); basic indexing is a view
+            basic, advanced = steps
+            self.array[basic][advanced] = self._value(value)
+            return
+        self.array[index] = self._value(value)
 
     # ------------------------------------------------------------------ arithmetic
 

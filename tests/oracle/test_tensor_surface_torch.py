@@ -520,3 +520,21 @@ def test_matrix_products(op, shapes, dtype):
     check(lambda L, a, b: getattr(L, op)(a, b), *args)
     with pytest.raises(RuntimeError):
         getattr(mg, op)(mg.ones(2, 2, 2, 2), mg.ones(2))
+
+
+@pytest.mark.parametrize("case", list(MIXED_INDEX))
+def test_mixed_advanced_index_assignment_follows_torch_dimension_order(case):
+    shape, fn = MIXED_INDEX[case]
+    results = []
+    for L in (mg, torch):
+        x = L.zeros(*shape)
+        d = L.tensor([0, 2, 1])
+        target_shape = tuple(fn(L, x, d).shape)
+        values = L.tensor(np.arange(1, 1 + int(np.prod(target_shape)), dtype=np.float32).reshape(target_shape))
+        index = {"issue": (1, slice(None), slice(3, 11, 2), d, slice(0, 2)), "int_then_array_after_slice": (0, slice(None), d),
+                 "array_then_int": (d, slice(None), 1), "none_int_ellipsis_array": (None, 1, Ellipsis, d),
+                 "two_arrays_separated": (d, slice(None), d), "two_arrays_adjacent_and_int": (d, d, 2),
+                 "int_array_int": (2, d, -1), "int_bool_mask": (1, slice(None), L.tensor([True, False, True, True, False]))}[case]
+        x[index] = values
+        results.append(x.numpy())
+    np.testing.assert_array_equal(results[0], results[1])
