@@ -27,8 +27,16 @@ from .tensor import (
     Generator,
     Size,
     Tensor,
+    as_tensor,
     atan2,
     device,
+    eye,
+    hstack,
+    is_tensor,
+    linspace,
+    meshgrid,
+    numel,
+    vstack,
     div,
     einsum,
     arange,
@@ -99,6 +107,9 @@ for _name in (
     "narrow", "select", "flip", "movedim", "gather", "scatter", "scatter_add",
     "index_select", "masked_select", "mm", "bmm", "dot", "mv", "outer", "tril", "triu", "trace", "swapaxes",
     "swapdims", "broadcast_to", "tile", "unflatten", "clamp_min", "clamp_max", "lerp", "nonzero", "count_nonzero",
+    "addcmul", "addcdiv", "addmm", "subtract", "negative", "positive", "absolute", "ravel", "moveaxis",
+    "take_along_dim", "hypot", "logaddexp", "logit", "xlogy", "nan_to_num", "isclose", "allclose", "equal", "roll",
+    "repeat_interleave", "diagonal", "diag", "add", "sub", "mul", "pow", "t", "is_floating_point",
 ):
     globals()[_name] = _method(_name)
 del _name

@@ -547,10 +547,14 @@ class Tensor(Variable):
         self.array[...] = (self._seeded(generator).random(self.shape) < self._value(p)).astype(self.dtype)
         return self
 
-    def random_(self, from_: builtins.int = 0, to: builtins.int | None = None, *, generator: "Generator | None" = None) -> "Tensor":
-        """Integers uniform in ``[from_, to)``; ``random_(n)`` is ``[0, n)`` (as PyTorch)."""
+    def random_(self, from_: builtins.int | None = None, to: builtins.int | None = None, *, generator: "Generator | None" = None) -> "Tensor":
+        """Integers uniform in ``[from_, to)``; ``random_(n)`` is ``[0, n)``; ``random_()`` spans
+        the integers the dtype holds exactly (as PyTorch: up to 2**24 for float32, 2**53 for float64)."""
         self._check_inplace("random_")
-        if to is None:
+        if from_ is None:
+            from_, to = 0, (2 ** (np.finfo(self.dtype).nmant + 1) + 1 if self.dtype.kind == "f"
+                            else 2 if self.dtype.kind == "b" else builtins.int(np.iinfo(self.dtype).max))
+        elif to is None:
             from_, to = 0, from_
         self.array[...] = self._seeded(generator).integers(from_, to, self.shape).astype(self.dtype)
         return self
@@ -1158,8 +1162,10 @@ class Tensor(Variable):
         return self[(slice(None),) * _wrap_dim(dim, self.ndim) + (index.reshape(-1),)]
 
     def masked_select(self, mask: Any) -> "Tensor":
-        mask = mask.array if isinstance(mask, Variable) else self._backend.xp.asarray(mask)
-        return self.expand(np.broadcast_shapes(self.shape, mask.shape))[self._backend.xp.broadcast_to(mask, np.broadcast_shapes(self.shape, mask.shape))]
+        xp = self._backend.xp
+        mask = mask.array if isinstance(mask, Variable) else xp.asarray(mask)
+        shape = np.broadcast_shapes(self.shape, tuple(mask.shape))
+        return self.expand(shape)[xp.broadcast_to(mask, shape)]
 
     def mm(self, mat2: "Tensor") -> "Tensor":
         if self.ndim != 2 or mat2.ndim != 2:
@@ -1238,14 +1244,129 @@ class Tensor(Variable):
     def count_nonzero(self, dim: Any = None) -> "Tensor":
         return (self != 0).sum(dim)
 
+    def addcmul(self, tensor1: Any, tensor2: Any, *, value: Any = 1) -> "Tensor":
+        return self + value * tensor1 * tensor2
+
+    def addcdiv(self, tensor1: Any, tensor2: Any, *, value: Any = 1) -> "Tensor":
+        return self + value * tensor1 / tensor2
+
+    def addmm(self, mat1: "Tensor", mat2: "Tensor", *, beta: Any = 1, alpha: Any = 1) -> "Tensor":
+        product = mat1.mm(mat2)
+        return (self if beta == 1 else beta * self) + (product if alpha == 1 else alpha * product)
+
+    def subtract(self, other: Any, *, alpha: Any = 1) -> "Tensor":
+        return self - (other * alpha if alpha != 1 else other)
+
+    def negative(self) -> "Tensor":
+        return -self
+
+    def positive(self) -> "Tensor":
+        return self
+
+    def absolute(self) -> "Tensor":
+        return self.abs()
+
+    def ravel(self) -> "Tensor":
+        return self.reshape(-1)
+
+    def reshape_as(self, other: "Tensor") -> "Tensor":
+        return self.reshape(other.shape)
+
+    moveaxis = movedim
+
+    def take_along_dim(self, indices: "Tensor", dim: builtins.int) -> "Tensor":
+        index = indices.array if isinstance(indices, Variable) else self._backend.xp.asarray(indices)
+        shape = tuple(np.broadcast_shapes(tuple(n if i != _wrap_dim(dim, self.ndim) else 1 for i, n in enumerate(self.shape)),
+                                          tuple(n if i != _wrap_dim(dim, self.ndim) else 1 for i, n in enumerate(index.shape))))
+        want = list(shape)
+        want[_wrap_dim(dim, self.ndim)] = index.shape[_wrap_dim(dim, self.ndim)]
+        source = list(shape)
+        source[_wrap_dim(dim, self.ndim)] = self.shape[_wrap_dim(dim, self.ndim)]
+        return self.expand(source).gather(dim, Tensor(self._backend.xp.broadcast_to(index, want), self._backend))
+
+    def hypot(self, other: Any) -> "Tensor":
+        return (self * self + other * other).sqrt()
+
+    def logaddexp(self, other: Any) -> "Tensor":
+        """``log(exp(a) + exp(b))`` without overflow: ``max + log1p(exp(-|a - b|))``."""
+        return maximum(self, other) + (-(self - other).abs()).exp().log1p()
+
+    def logit(self, eps: builtins.float | None = None) -> "Tensor":
+        x = self if eps is None else self.clamp(eps, 1 - eps)
+        return (x / (1 - x)).log()
+
+    def xlogy(self, other: Any) -> "Tensor":
+        """``self * log(other)``, 0 where ``self`` is 0 (as PyTorch)."""
+        other = _as_tensor(other, self)
+        return where(self == 0, 0.0, self * other.log())
+
+    def nan_to_num(self, nan: builtins.float = 0.0, posinf: builtins.float | None = None, neginf: builtins.float | None = None) -> "Tensor":
+        if not self.is_floating_point():
+            return self * 1
+        info = np.finfo(self.dtype)
+        out = where(self.isnan(), nan, self)
+        out = where(out.isposinf(), builtins.float(info.max) if posinf is None else posinf, out)
+        return where(out.isneginf(), builtins.float(info.min) if neginf is None else neginf, out)
+
+    def isclose(self, other: Any, rtol: builtins.float = 1e-05, atol: builtins.float = 1e-08, equal_nan: bool = False) -> "Tensor":
+        return Tensor(self._backend.xp.isclose(self.array, self._value(other), rtol=rtol, atol=atol, equal_nan=equal_nan), self._backend)
+
+    def allclose(self, other: Any, rtol: builtins.float = 1e-05, atol: builtins.float = 1e-08, equal_nan: bool = False) -> bool:
+        return bool(self.isclose(other, rtol, atol, equal_nan).all())
+
+    def equal(self, other: "Tensor") -> bool:
+        return self.shape == other.shape and bool((self == other).all())
+
+    def roll(self, shifts: Any, dims: Any = None) -> "Tensor":
+        if dims is None:
+            return self.flatten().roll(shifts, 0).reshape(self.shape)
+        shifts = (shifts,) if isinstance(shifts, builtins.int) else tuple(shifts)
+        dims = (dims,) if isinstance(dims, builtins.int) else tuple(dims)
+        out = self
+        for shift, dim in zip(shifts, dims):
+            dim = _wrap_dim(dim, self.ndim)
+            n = self.shape[dim]
+            shift = shift % n if n else 0
+            if shift:
+                lead = (slice(None),) * dim
+                out = cat([out[lead + (slice(n - shift, None),)], out[lead + (slice(0, n - shift),)]], dim)
+        return out
+
+    def repeat_interleave(self, repeats: Any, dim: builtins.int | None = None) -> "Tensor":
+        x = self.flatten() if dim is None else self
+        dim = 0 if dim is None else _wrap_dim(dim, self.ndim)
+        counts = repeats.array if isinstance(repeats, Variable) else repeats
+        index = self._backend.xp.repeat(self._backend.xp.arange(x.shape[dim]), counts)
+        return x.index_select(dim, Tensor(index.astype(int64), self._backend))
+
+    def diagonal(self, offset: builtins.int = 0, dim1: builtins.int = 0, dim2: builtins.int = 1) -> "Tensor":
+        d1, d2 = _wrap_dim(dim1, self.ndim), _wrap_dim(dim2, self.ndim)
+        rows = np.arange(builtins.max(0, -offset), self.shape[d1])
+        cols = rows + offset
+        keep = cols < self.shape[d2]
+        rows, cols = rows[keep], cols[keep]
+        moved = self.movedim((d1, d2), (-2, -1))
+        return moved[..., self._backend.xp.asarray(rows), self._backend.xp.asarray(cols)]
+
+    def diag(self, diagonal: builtins.int = 0) -> "Tensor":
+        if self.ndim == 2:
+            return self.diagonal(diagonal)
+        if self.ndim != 1:
+            raise RuntimeError(f"diag(): Supports 1D or 2D tensors. Got {self.ndim}D")
+        n = self.shape[0] + builtins.abs(diagonal)
+        out = zeros(n, n, dtype=self.dtype, device=self._backend)
+        rows = np.arange(self.shape[0]) + builtins.max(0, -diagonal)
+        index = Tensor(self._backend.xp.asarray((rows * n + rows + diagonal).astype(np.int64)), self._backend)
+        return out.flatten().scatter(0, index, self).reshape(n, n)
+
     # ------------------------------------------------------------------ new tensors like this one
 
     def type(self, dtype: Any = None) -> Any:
         """With no argument, PyTorch's type string (``"torch.FloatTensor"``); with a dtype
         (or such a string), this tensor cast to it."""
         if dtype is None:
-            return _TYPE_NAMES.get(self.dtype, f"torch.{self.dtype}Tensor") if self._backend.name == "cpu" else \
-                _TYPE_NAMES.get(self.dtype, "").replace("torch.", "torch.cuda.")
+            name = _TYPE_NAMES.get(self.dtype, f"torch.{self.dtype}Tensor")
+            return name if self._backend.name == "cpu" else name.replace("torch.", "torch.cuda.", 1)
         if isinstance(dtype, str):
             by_name = {v: k for k, v in _TYPE_NAMES.items()}
             name = dtype.replace("torch.cuda.", "torch.")
@@ -1773,6 +1894,65 @@ def einsum(equation: str, *operands: Any) -> Tensor:
         counts = "".join(explicit)
         out = ellipsis + "".join(sorted(c for c in set(counts) if counts.count(c) == 1 and c not in ellipsis))
     return L.Einsum.apply(*operands, equation=",".join(explicit) + "->" + out)
+
+
+def linspace(start: Any, end: Any, steps: builtins.int, *, dtype: DTypeLike = None, device: DeviceLike = "cpu",
+             requires_grad: bool = False) -> Tensor:
+    backend = get_backend(device)
+    out = Tensor(backend.xp.linspace(start, end, steps).astype(_as_dtype(dtype) if dtype is not None else _default_dtype), backend)
+    return out.requires_grad_(True) if requires_grad else out
+
+
+def eye(n: builtins.int, m: builtins.int | None = None, *, dtype: DTypeLike = None, device: DeviceLike = "cpu",
+        requires_grad: bool = False) -> Tensor:
+    backend = get_backend(device)
+    out = Tensor(backend.xp.eye(n, m, dtype=_as_dtype(dtype) if dtype is not None else _default_dtype), backend)
+    return out.requires_grad_(True) if requires_grad else out
+
+
+def as_tensor(data: Any, dtype: DTypeLike = None, device: DeviceLike = None) -> Tensor:
+    """``data`` itself when it is a tensor of that dtype and device already, else :func:`tensor` (sharing
+    a numpy array's memory where it can, as ``torch.as_tensor``)."""
+    if isinstance(data, Variable) and (dtype is None or _as_dtype(dtype) == data.dtype) and (
+            device is None or get_backend(device) is data._backend):
+        return data
+    if isinstance(data, np.ndarray) and (device is None or str(device) == "cpu") and (dtype is None or _as_dtype(dtype) == data.dtype):
+        return from_numpy(data)
+    return tensor(data, dtype=dtype, device=device if device is not None else "cpu")
+
+
+def is_tensor(obj: Any) -> bool:
+    return isinstance(obj, Tensor)
+
+
+def numel(input: Tensor) -> builtins.int:
+    return input.numel()
+
+
+def hstack(tensors: Sequence[Tensor]) -> Tensor:
+    tensors = [t.reshape(1) if t.ndim == 0 else t for t in _check_tensors("hstack", tensors)]
+    return cat(tensors, 0 if tensors[0].ndim == 1 else 1)
+
+
+def vstack(tensors: Sequence[Tensor]) -> Tensor:
+    return cat([t.reshape(1, -1) if t.ndim < 2 else t for t in _check_tensors("vstack", tensors)], 0)
+
+
+def meshgrid(*tensors: Any, indexing: str = "ij") -> tuple:
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing not in ("ij", "xy"):
+        raise ValueError(f"meshgrid: indexing must be 'ij' or 'xy', got {indexing!r}")
+    swap = indexing == "xy" and len(tensors) >= 2
+    order = [1, 0] + list(range(2, len(tensors))) if swap else list(range(len(tensors)))
+    shape = tuple(tensors[i].numel() for i in order)
+    grids = []
+    for k, t in enumerate(tensors):
+        position = order.index(k)
+        view = [1] * len(tensors)
+        view[position] = t.numel()
+        grids.append(t.reshape(view).expand(shape))
+    return tuple(grids)
 
 
 def atan2(input: Tensor, other: Any) -> Tensor:

@@ -538,3 +538,67 @@ def test_mixed_advanced_index_assignment_follows_torch_dimension_order(case):
         x[index] = values
         results.append(x.numpy())
     np.testing.assert_array_equal(results[0], results[1])
+
+
+MORE = {
+    "addcmul": ((3, 4), lambda L, x: x.addcmul(x * 2, x + 1, value=0.5)),
+    "addcdiv_fn": ((3, 4), lambda L, x: L.addcdiv(x, x * 2, x * x + 1, value=-0.3)),
+    "addmm": ((3, 3), lambda L, x: L.addmm(x, x, x.t(), beta=0.5, alpha=2.0)),
+    "subtract": ((3, 4), lambda L, x: L.subtract(x, x * x, alpha=2)),
+    "negative": ((3, 4), lambda L, x: x.negative()),
+    "positive": ((3, 4), lambda L, x: L.positive(x) * 2),
+    "absolute": ((3, 4), lambda L, x: L.absolute(x)),
+    "ravel": ((3, 4), lambda L, x: x.t().ravel()),
+    "reshape_as": ((3, 4), lambda L, x: x.reshape_as(x.t())),
+    "moveaxis": ((2, 3, 4), lambda L, x: L.moveaxis(x, 2, 0)),
+    "take_along_dim": ((3, 4), lambda L, x: L.take_along_dim(x, x.argsort(1), 1)),
+    "take_along_dim_broadcast": ((3, 4), lambda L, x: x.take_along_dim(L.tensor([[0, 3, 3]]), 1)),
+    "hypot": ((3, 4), lambda L, x: L.hypot(x, x * 0.5 + 1)),
+    "logaddexp": ((3, 4), lambda L, x: L.logaddexp(x * 30, -x)),
+    "logit": ((3, 4), lambda L, x: x.sigmoid().logit()),
+    "logit_eps": ((3, 4), lambda L, x: x.sigmoid().logit(eps=0.3)),
+    "xlogy": ((3, 4), lambda L, x: L.xlogy(x.relu(), x.abs() + 1)),
+    "nan_to_num": ((3, 4), lambda L, x: (x.log() * x).nan_to_num(nan=0.5, neginf=-3.0)),
+    "roll": ((3, 4), lambda L, x: x.roll(1, 1)),
+    "roll_many": ((3, 4), lambda L, x: L.roll(x, (-1, 5), (0, 1))),
+    "roll_flat": ((3, 4), lambda L, x: x.roll(5)),
+    "repeat_interleave": ((3, 4), lambda L, x: x.repeat_interleave(2, dim=1)),
+    "repeat_interleave_flat": ((3, 4), lambda L, x: L.repeat_interleave(x, 3)),
+    "repeat_interleave_tensor": ((3, 4), lambda L, x: x.repeat_interleave(L.tensor([1, 0, 2]), dim=0)),
+    "diagonal": ((3, 4), lambda L, x: x.diagonal()),
+    "diagonal_offset": ((3, 4), lambda L, x: L.diagonal(x, 1)),
+    "diagonal_negative": ((4, 3), lambda L, x: x.diagonal(-1)),
+    "diagonal_dims": ((2, 3, 4), lambda L, x: x.diagonal(0, 1, 2)),
+    "diag_of_matrix": ((3, 4), lambda L, x: L.diag(x)),
+    "diag_of_vector": ((3,), lambda L, x: x.diag()),
+    "diag_of_vector_offset": ((3,), lambda L, x: L.diag(x, -2)),
+    "hstack": ((3, 4), lambda L, x: L.hstack([x, x * 2])),
+    "hstack_1d": ((4,), lambda L, x: L.hstack([x, x[:2]])),
+    "vstack": ((4,), lambda L, x: L.vstack([x, x * 2])),
+    "meshgrid_ij": ((4,), lambda L, x: L.meshgrid(x, x[:3], indexing="ij")),
+    "meshgrid_xy": ((4,), lambda L, x: L.meshgrid(x, x[:3], x[:2], indexing="xy")),
+    "add_fn": ((3, 4), lambda L, x: L.add(x, 2.0)),
+    "mul_fn": ((3, 4), lambda L, x: L.mul(x, x)),
+    "t_fn": ((3, 4), lambda L, x: L.t(x)),
+    "isclose": ((3, 4), lambda L, x: L.isclose(x, x + 1e-6)),
+    "linspace": ((1,), lambda L, x: L.linspace(-1, 2, 7) * x),
+    "eye": ((1,), lambda L, x: L.eye(3, 4) * x),
+    "as_tensor": ((1,), lambda L, x: L.as_tensor([1.5, 2.0]) * x),
+}
+
+
+@pytest.mark.parametrize("op", list(MORE))
+@dtypes
+def test_more_composites(op, dtype):
+    shape, fn = MORE[op]
+    check(fn, data(shape, dtype, 8))
+
+
+def test_predicates_and_sharing():
+    x = mg.randn(3)
+    assert mg.is_tensor(x) and not mg.is_tensor(x.numpy()) and mg.numel(mg.zeros(2, 3)) == 6
+    assert x.allclose(x + 1e-9) and not x.allclose(x + 1) and x.equal(x * 1) and not x.equal(x[:2])
+    assert mg.as_tensor(x) is x and mg.is_floating_point(x) and not mg.zeros(2, dtype=mg.int64).is_floating_point()
+    array = np.zeros(3, dtype=np.float32)
+    mg.as_tensor(array)[0] = 1.0  # as torch.as_tensor: a numpy array's memory is shared
+    assert array[0] == 1.0
