@@ -793,8 +793,12 @@ class Tensor(Variable):
 
     arctan2 = atan2
 
-    add = __add__
-    sub = __sub__
+    def add(self, other: Any, *, alpha: Any = 1) -> "Tensor":
+        return E.Add.apply(self, other * alpha if alpha != 1 else other)
+
+    def sub(self, other: Any, *, alpha: Any = 1) -> "Tensor":
+        return E.Sub.apply(self, other * alpha if alpha != 1 else other)
+
     mul = __mul__
     pow = __pow__
     neg = __neg__
@@ -1960,4 +1964,6 @@ def atan2(input: Tensor, other: Any) -> Tensor:
 
 
 def div(input: Any, other: Any, *, rounding_mode: str | None = None) -> Tensor:
-    return _as_tensor(input, other if isinstance(other, Variable) else tensor(0.0)).div(other, rounding_mode=rounding_mode)
+    if not isinstance(input, Variable):
+        input = tensor(input, device=other._backend)
+    return input.div(other, rounding_mode=rounding_mode)
