@@ -991,9 +991,8 @@ class Tensor(Variable):
     def permute(self, *dims: Any) -> "Tensor":
         given = _dims(dims)
         if len(given) != self.ndim:
-            raise RuntimeError(f"permute(sparse_coo): number of dimensions in the tensor input does not match the "
-                               f"length of the desired ordering of dimensions i.e. input.dim() = {self.ndim} is not equal "
-                               f"to len(dims) = {len(given)}")
+            raise RuntimeError(f"permute: number of dims don't match: the tensor has {self.ndim} dimensions "
+                               f"(shape {self.shape}) but {len(given)} were given: {given}")
         dims = tuple(_wrap_dim(d, self.ndim) for d in given)
         if sorted(dims) != list(range(self.ndim)):
             raise RuntimeError(f"permute: dims {dims} are not a permutation of the {self.ndim} dimensions of shape {self.shape}")

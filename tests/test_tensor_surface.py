@@ -300,3 +300,11 @@ def test_saving_a_whole_module_is_refused_with_a_pointer_to_state_dict(tmp_path)
             mg.save(obj, tmp_path / "m")
         assert "\n" not in str(info.value)
     assert not (tmp_path / "m").exists()
+
+
+def test_permute_with_the_wrong_number_of_dims_raises_like_torch():
+    for L in (mg, torch):
+        with pytest.raises(RuntimeError, match="number of dim"):
+            L.randn(2, 3).permute(0, 1, 2)
+        with pytest.raises(IndexError, match="Dimension out of range"):
+            L.randn(2, 3).permute(0, 2)
