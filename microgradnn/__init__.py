@@ -21,7 +21,7 @@ from .dtypes import ALIASES as _ALIASES
 from .dtypes import bool_, float16, float32, float64, int8, int16, int32, int64, uint8
 from .gradcheck import GradcheckError, gradcheck
 from .checkpoint import CheckpointError, CheckpointNotFoundError, load, save
-from . import nn, optim
+from . import nn, optim, utils
 from .scalar import Value
 from .tensor import (
     Tensor,

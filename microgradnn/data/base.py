@@ -128,6 +128,14 @@ class DataModule:
     def num_val_batches(self, batch_size: int) -> int:
         raise NotImplementedError
 
+    def as_dataset(self, split: str = "train") -> Any:
+        """Split "train" or "val" as a map-style ``mg.utils.data`` Dataset of ``(x, y)``
+        items, for a :class:`~microgradnn.utils.data.DataLoader` (pass ``collate_fn=ds.collate``
+        for padded ``(x, y, lengths)`` batches). See :mod:`microgradnn.utils.data.datamodule`."""
+        from ..utils.data.datamodule import DataModuleDataset
+
+        return DataModuleDataset(self, split)
+
     @property
     def has_val(self) -> bool:
         return self.num_val_batches(1) > 0

@@ -47,6 +47,7 @@ from ..autograd import Variable, is_grad_enabled, no_grad
 from ..ops import recurrent
 from ..tensor import Tensor, cat, empty, linear, rand, stack, where, zeros
 from .module import Module, Parameter
+from .utils.rnn import PackedSequence, forward_packed
 
 __all__ = [
     "rnn_step",
@@ -681,6 +682,8 @@ class Recurrent(_SequenceLayer):
         return [runner(c) for c in self.cells]
 
     def forward(self, input: Tensor, hx: Any = None, lengths: Any = None) -> tuple:
+        if isinstance(input, PackedSequence):  # PyTorch's packed input: the same lengths path
+            return forward_packed(self, input, hx)
         return self._forward(input, hx, lengths, fused=False)
 
     def extra_repr(self) -> str:
@@ -866,6 +869,8 @@ class RNNBase(_SequenceLayer):
         (B,) gives each sequence's true length (what PyTorch expresses with
         ``pack_padded_sequence``, in any order): outputs past a sequence's end are 0 and
         ``h_n`` holds each sequence's state at its own end. The output keeps all T steps."""
+        if isinstance(input, PackedSequence):  # PyTorch's packed input: the same lengths path
+            return forward_packed(self, input, hx)
         dtype = self.weight_ih_l0.dtype
         if input.dtype != dtype:
             raise TypeError(f"{type(self).__name__}: input must have the type {dtype}, got type {input.dtype} "
