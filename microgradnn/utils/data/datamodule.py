@@ -68,7 +68,7 @@ class DataModuleDataset(Dataset):
 def _one(batch: Any) -> tuple:
     """A batch of one -> ``(x, y)`` tensors with the padding cut off."""
     x, y = batch.x[0], batch.y[0]  # a batch of one is padded to its own length: no padding
-    return from_numpy(np.ascontiguousarray(x)), from_numpy(np.ascontiguousarray(y))
+    return from_numpy(np.array(x)), from_numpy(np.array(y))  # np.array keeps a 0-d target 0-d
 
 
 def pad_collate(batch: list, pad_value: float = 0, per_step_targets: bool = False,
