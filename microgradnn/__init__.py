@@ -87,8 +87,8 @@ del _name
 
 def __getattr__(name: str) -> _Any:
     # `mg.viz` on first use: it imports rich, which `import microgradnn` need not pay for.
-    if name == "viz":
+    if name in ("viz", "onnx"):  # mg.onnx: loaded on first use, like mg.viz
         import importlib
 
-        return importlib.import_module(".viz", __name__)
+        return importlib.import_module("." + name, __name__)
     raise AttributeError(f"module 'microgradnn' has no attribute {name!r}")
