@@ -17,5 +17,6 @@ only when called.
 """
 
 from .export import OnnxExportError, export, register_converter, supported_modules
+from .run import export_run
 
-__all__ = ["export", "OnnxExportError", "register_converter", "supported_modules"]
+__all__ = ["export", "export_run", "OnnxExportError", "register_converter", "supported_modules"]
