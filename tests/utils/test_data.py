@@ -278,3 +278,23 @@ def test_spec_datasets_hand_their_splits_to_a_loader():
     assert xs.shape == ys.shape == (16,) and np.array_equal(xs.numpy()[1:], ys.numpy()[:-1])
     with pytest.raises(ValueError, match="split must be one of"):
         data.as_dataset("test")
+
+
+class _GeneratorLike:
+    """The protocol mg.Generator (part A of issue 13) offers every ``generator=`` argument."""
+
+    def __init__(self, seed):
+        self._gen = np.random.default_rng(seed)
+
+    def _numpy_like(self, backend):
+        return self._gen
+
+
+def test_an_mg_generator_drives_the_order():
+    make = getattr(mg, "Generator", None)
+    gen = (lambda s: make().manual_seed(s)) if make is not None else _GeneratorLike
+    orders = [[b.tolist() for b in DataLoader(range(12), batch_size=12, shuffle=True, generator=gen(s))] for s in (1, 1, 2)]
+    assert orders[0] == orders[1] != orders[2]
+    assert sorted(orders[0][0]) == list(range(12))
+    with pytest.raises(TypeError, match="generator must be"):
+        list(DataLoader(range(3), shuffle=True, generator=42))

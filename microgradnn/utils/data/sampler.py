@@ -22,23 +22,22 @@ def numpy_rng(generator: Any = None) -> np.random.Generator:
     """The numpy Generator a sampler draws one epoch from.
 
     ``generator`` may be None (a fresh stream seeded from mg's global CPU generator), a
-    ``numpy.random.Generator`` (used as it is, so its state advances), or an object
-    carrying one (``mg.Generator``: its ``numpy_generator()`` method or ``generator``
-    attribute), so a seeded loader repeats its order run after run and advances epoch to
-    epoch."""
+    ``numpy.random.Generator`` (used as it is, so its state advances), or an
+    ``mg.Generator`` (its CPU stream, through the ``_numpy_like(backend)`` method every
+    ``generator=`` argument of mg uses), so a seeded loader repeats its order run after
+    run and advances epoch to epoch."""
+    from ...backend import get_backend
+
     if generator is None:
-        from ...backend import get_backend
         from ...tensor import _random
 
         seed = int(_random(get_backend("cpu")).integers(0, 2**63 - 1))
         return np.random.default_rng(seed)
     if isinstance(generator, np.random.Generator):
         return generator
-    for name in ("numpy_generator", "generator", "_generator"):
-        inner = getattr(generator, name, None)
-        inner = inner() if callable(inner) and not isinstance(inner, np.random.Generator) else inner
-        if isinstance(inner, np.random.Generator):
-            return inner
+    as_numpy = getattr(generator, "_numpy_like", None)
+    if callable(as_numpy):
+        return as_numpy(get_backend("cpu"))
     raise TypeError(f"generator must be None, a numpy.random.Generator or an mg.Generator, got {type(generator).__name__}")
 
 
