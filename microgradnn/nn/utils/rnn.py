@@ -112,7 +112,7 @@ def _pack(x: Tensor, lengths: np.ndarray, order: np.ndarray, batch_first: bool) 
         b = order[:running]
         rows.append(b * steps + t if batch_first else t * batch + b)
     flat = x.reshape(steps * batch, *x.shape[2:])
-    return flat[np.concatenate(rows)], batch_sizes
+    return flat[x._backend.xp.asarray(np.concatenate(rows))], batch_sizes  # the index on x's device
 
 
 def pack_padded_sequence(input: Tensor, lengths: Any, batch_first: bool = False,
@@ -179,7 +179,8 @@ def pad_packed_sequence(sequence: PackedSequence, batch_first: bool = False, pad
     if batch_first:
         where = where.T
     pad_row = full((1, *data.shape[1:]), padding_value, dtype=data.dtype, device=data.device)
-    padded = cat([data, pad_row], 0)[where.reshape(-1)].reshape(*where.shape, *data.shape[1:])
+    gather = data._backend.xp.asarray(where.reshape(-1))  # the index on the data's device
+    padded = cat([data, pad_row], 0)[gather].reshape(*where.shape, *data.shape[1:])
     return padded, tensor(lengths)
 
 
