@@ -116,3 +116,24 @@ def test_packed_equals_the_lengths_path_and_the_generic_runner():
     with mg.no_grad():
         out_g, _ = generic(mr.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
     assert isinstance(out_g, mr.PackedSequence) and out_g.data.shape == (10, 4)
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@given(lengths=st.lists(st.integers(1, 6), min_size=1, max_size=5), batch_first=st.booleans(),
+       enforce_sorted=st.booleans(), seed=st.integers(0, 2**31))
+def test_pack_pad_round_trip_matches_torch(lengths, batch_first, enforce_sorted, seed):
+    if enforce_sorted:
+        lengths = sorted(lengths, reverse=True)
+    steps = max(lengths) + seed % 2  # sometimes padded past the longest
+    shape = (len(lengths), steps, 2) if batch_first else (steps, len(lengths), 2)
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    mp = mr.pack_padded_sequence(mg.tensor(x), lengths, batch_first=batch_first, enforce_sorted=enforce_sorted)
+    tp = tr.pack_padded_sequence(torch.tensor(x), lengths, batch_first=batch_first, enforce_sorted=enforce_sorted)
+    np.testing.assert_array_equal(mp.data.numpy(), tp.data.numpy())
+    assert mp.batch_sizes.tolist() == tp.batch_sizes.tolist()
+    padded, back = mr.pad_packed_sequence(mp, batch_first=batch_first, total_length=steps)
+    want, _ = tr.pad_packed_sequence(tp, batch_first=batch_first, total_length=steps)
+    np.testing.assert_array_equal(padded.numpy(), want.numpy())
+    assert back.tolist() == list(lengths)

@@ -298,3 +298,18 @@ def test_an_mg_generator_drives_the_order():
     assert sorted(orders[0][0]) == list(range(12))
     with pytest.raises(TypeError, match="generator must be"):
         list(DataLoader(range(3), shuffle=True, generator=42))
+
+
+class _Dies(Dataset):
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        if i == 3:
+            os._exit(3)  # a worker killed mid-epoch (as by the OOM killer)
+        return i
+
+
+def test_a_dead_worker_is_reported_not_waited_for():
+    with pytest.raises(RuntimeError, match="exited unexpectedly"):
+        list(DataLoader(_Dies(), batch_size=1, num_workers=2))
