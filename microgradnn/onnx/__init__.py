@@ -12,11 +12,11 @@ own operators: ``LSTM``/``GRU``/``RNN`` for the recurrent layers, ``Gather`` for
 weights (LoRA, IA3: parametrizations) are read as the effective weights, so a model exports
 the same merged or not. Anything else is refused with one error naming the module.
 
-Needs the ``onnx`` extra (``pip install 'microgradnn[onnx]'``); :mod:`.export` imports it
+Needs the ``onnx`` extra (``pip install 'microgradnn[onnx]'``); :mod:`.exporter` imports it
 only when called.
 """
 
-from .export import OnnxExportError, export, register_converter, supported_modules
+from .exporter import OnnxExportError, export, register_converter, supported_modules
 from .run import export_run
 
 __all__ = ["export", "export_run", "OnnxExportError", "register_converter", "supported_modules"]

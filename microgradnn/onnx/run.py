@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..tensor import tensor
-from .export import OnnxExportError, export
+from .exporter import OnnxExportError, export
 
 __all__ = ["export_run", "ONNX_FILE"]
 
