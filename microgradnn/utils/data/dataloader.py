@@ -15,7 +15,7 @@ import queue
 from typing import Any, Callable, Iterable, Iterator
 
 from .collate import default_collate, default_convert
-from .dataset import Dataset, IterableDataset
+from .dataset import IterableDataset
 from .sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler, numpy_rng
 from .worker import ExceptionWrapper, StopMarker, unpack, worker_loop
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import numbers
 import warnings
 from typing import Any, Generic, Iterable, Iterator, Sequence, TypeVar
 
