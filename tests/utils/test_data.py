@@ -12,7 +12,7 @@ import torch
 import torch.utils.data as tud
 
 import microgradnn as mg
-import microgradnn.data
+import microgradnn.data  # noqa: F401  (mg.data, the spec datasets)
 from microgradnn.utils.data import (
     BatchSampler, ConcatDataset, DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler, Subset,
     SubsetRandomSampler, TensorDataset, WeightedRandomSampler, default_collate, get_worker_info, random_split,
