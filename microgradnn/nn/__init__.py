@@ -4,7 +4,8 @@
 functions and ``mg.nn.init`` the in-place initialisers, as in PyTorch.
 """
 
-from . import functional, init, modules, utils
+from . import functional, init, utils
+from . import modules  # PyTorch's class paths: nn.modules.rnn.LSTM ...
 from .layers import (
     ELU, GELU, Dropout, Embedding, Flatten, Hardtanh, Identity, LayerNorm, LeakyReLU, Linear, LogSigmoid,
     LogSoftmax, ModuleDict, ModuleList, ParameterDict, ParameterList, ReLU, RMSNorm, Sequential, Sigmoid, SiLU,
