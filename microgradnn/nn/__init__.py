@@ -5,7 +5,6 @@ functions and ``mg.nn.init`` the in-place initialisers, as in PyTorch.
 """
 
 from . import functional, init, utils
-from . import modules  # PyTorch's class paths: nn.modules.rnn.LSTM ...
 from .layers import (
     ELU, GELU, Dropout, Embedding, Flatten, Hardtanh, Identity, LayerNorm, LeakyReLU, Linear, LogSigmoid,
     LogSoftmax, ModuleDict, ModuleList, ParameterDict, ParameterList, ReLU, RMSNorm, Sequential, Sigmoid, SiLU,
@@ -16,3 +15,5 @@ from .loss import (
 )
 from .module import IncompatibleKeys, Module, Parameter, StateDictError
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, Recurrent, RNNCell, run_sequence
+
+from . import modules  # noqa: E402  PyTorch's class paths (nn.modules.rnn.LSTM ...), aliases of the above
