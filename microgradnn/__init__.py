@@ -21,7 +21,7 @@ from .dtypes import ALIASES as _ALIASES
 from .dtypes import bool_, float16, float32, float64, int8, int16, int32, int64, uint8
 from .gradcheck import GradcheckError, gradcheck
 from .checkpoint import CheckpointError, CheckpointNotFoundError, load, save
-from . import nn, optim, utils
+from . import nn, optim
 from .scalar import Value
 from .tensor import (
     Tensor,
@@ -61,6 +61,8 @@ from .tensor import (
 )
 
 __version__ = "0.1.0"
+
+from . import utils  # noqa: E402  mg.utils.data: datasets, samplers, DataLoader
 
 globals().update(_ALIASES)  # mg.float, mg.long, mg.bool ... as in torch
 
