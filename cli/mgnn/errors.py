@@ -35,6 +35,7 @@ def user_error_types() -> tuple[type, ...]:
     from microgradnn.data import DataError
     from microgradnn.finetune import FinetuneError
     from microgradnn.nn.module import StateDictError
+    from microgradnn.onnx.exporter import OnnxExportError
     from microgradnn.registry import RegistryError
     from microgradnn.runfolder import RunFolderError
     from microgradnn.spec import SpecError
@@ -42,7 +43,7 @@ def user_error_types() -> tuple[type, ...]:
 
     return (UsageError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, SpecError,
             RegistryError, TrainError, DataError, CheckpointError, FinetuneError, DeviceError, StateDictError,
-            RunFolderError)
+            RunFolderError, OnnxExportError)
 
 
 def report(exc: BaseException, debug: bool) -> int:
