@@ -76,6 +76,8 @@ from .tensor import (
 
 __version__ = "0.1.0"
 
+from . import utils  # noqa: E402  mg.utils.data: datasets, samplers, DataLoader
+
 globals().update(_ALIASES)  # mg.float, mg.long, mg.bool ... as in torch
 
 
@@ -117,8 +119,8 @@ del _name
 
 def __getattr__(name: str) -> _Any:
     # `mg.viz` on first use: it imports rich, which `import microgradnn` need not pay for.
-    if name == "viz":
+    if name in ("viz", "onnx"):  # mg.onnx: loaded on first use, like mg.viz
         import importlib
 
-        return importlib.import_module(".viz", __name__)
+        return importlib.import_module("." + name, __name__)
     raise AttributeError(f"module 'microgradnn' has no attribute {name!r}")

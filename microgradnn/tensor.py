@@ -15,16 +15,14 @@ import numpy as np
 
 from . import autograd
 from .autograd import Variable
-from .backend import Backend, get_backend
+from .backend import Backend, get_backend, to_host
 from .ops import elementwise as E
 from .ops import linalg as L
 from .ops import nn as N
 from .ops import reduce as R
 from .ops import shape as S
 
-from .dtypes import bool_, float16, float32, float64, int32, int64
-
-_default_dtype = float32
+from .dtypes import bool_, float16, float32, float64, get_default_dtype, int32, int64, set_default_dtype
 
 MaxMin = namedtuple("MaxMin", ["values", "indices"])
 Sorted = namedtuple("Sorted", ["values", "indices"])
@@ -117,21 +115,9 @@ DTypeLike = Any
 DeviceLike = "str | Backend"
 
 
-def get_default_dtype() -> np.dtype:
-    return _default_dtype
-
-
-def set_default_dtype(dtype: DTypeLike) -> None:
-    global _default_dtype
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f":
-        raise TypeError(f"set_default_dtype: only floating-point dtypes are allowed, got {dtype}")
-    _default_dtype = dtype
-
-
 def _as_dtype(dtype: DTypeLike) -> np.dtype:
     if dtype is builtins.float:
-        return _default_dtype
+        return get_default_dtype()
     if dtype is builtins.int:
         return int64
     if dtype is builtins.bool:
@@ -313,12 +299,12 @@ class Tensor(Variable):
         return self.array
 
     def tolist(self) -> Any:
-        return self._host().tolist()
+        return self._backend.to_host(self.array).tolist()
 
     def item(self) -> Any:
         if self.array.size != 1:
             raise RuntimeError(f"a tensor with {self.array.size} elements cannot be converted to a Python number")
-        return self._host().reshape(()).item()
+        return self._backend.to_host(self.array).reshape(()).item()
 
     def __float__(self) -> builtins.float:
         return builtins.float(self.item())
@@ -331,16 +317,12 @@ class Tensor(Variable):
             raise RuntimeError(f"the truth value of a tensor with {self.array.size} elements is ambiguous: use .any() or .all()")
         return bool(self.item())
 
-    def _host(self) -> np.ndarray:
-        data = self.array
-        return data if self._backend.name == "cpu" else data.get()
-
     def __repr__(self) -> str:
-        body = np.array2string(self._host(), separator=", ", precision=4, prefix="tensor(")
+        body = np.array2string(self._backend.to_host(self.array), separator=", ", precision=4, prefix="tensor(")
         extras = []
         if self._backend.name != "cpu":
             extras.append(f"device='{self.device}'")
-        if self.dtype not in (_default_dtype, int64, bool_):
+        if self.dtype not in (get_default_dtype(), int64, bool_):
             extras.append(f"dtype={self.dtype}")
         if self._ctx is not None:
             extras.append(f"grad_fn={self._ctx!r}")
@@ -1404,7 +1386,7 @@ class Tensor(Variable):
     def __reduce_ex__(self, protocol: builtins.int) -> tuple:
         """Pickle the values (as numpy), device, dtype and requires_grad; never the backend
         module nor the graph (as PyTorch, a pickled tensor is a leaf; its grad is not kept)."""
-        return (_rebuild_tensor, (type(self), self._host().copy(), self._backend.name, self.requires_grad))
+        return (_rebuild_tensor, (type(self), np.array(self._backend.to_host(self.array), copy=True), self._backend.name, self.requires_grad))
 
     def __deepcopy__(self, memo: dict) -> "Tensor":
         """A leaf copy with its own storage, ``requires_grad`` and ``.grad`` (as ``copy.deepcopy`` in PyTorch).
@@ -1512,7 +1494,7 @@ class _ToDevice(autograd.Function):
 
 def _move_array(array: Any, backend: Backend) -> Any:
     if backend.name == "cpu":
-        return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else np.asarray(array)
+        return to_host(array)
     return backend.xp.asarray(array)
 
 
@@ -1532,7 +1514,7 @@ def tensor(data: Any, dtype: DTypeLike = None, device: DeviceLike = "cpu", requi
     elif not hasattr(data, "dtype"):
         probe = np.asarray(data)
         if probe.dtype.kind == "f":
-            dtype = _default_dtype
+            dtype = get_default_dtype()
         elif probe.dtype.kind in "iu":
             dtype = int64
         elif probe.dtype.kind not in "b":
@@ -1554,7 +1536,7 @@ def _creator(fill: Callable[[Any, tuple, np.dtype, Any], Any]) -> Callable[..., 
     def create(*size: Any, generator: "Generator | None" = None, dtype: DTypeLike = None, device: DeviceLike = "cpu",
                requires_grad: bool = False) -> Tensor:
         backend = get_backend(device)
-        out = Tensor(fill(backend, _dims(size), _as_dtype(dtype) if dtype is not None else _default_dtype, generator), backend)
+        out = Tensor(fill(backend, _dims(size), _as_dtype(dtype) if dtype is not None else get_default_dtype(), generator), backend)
         return out.requires_grad_(True) if requires_grad else out
 
     return create
@@ -1575,7 +1557,7 @@ rand.__doc__ = "Uniform samples in [0, 1) from the generator seeded by :func:`ma
 def full(size: Sequence[builtins.int], fill_value: Any, dtype: DTypeLike = None, device: DeviceLike = "cpu", requires_grad: bool = False) -> Tensor:
     backend = get_backend(device)
     if dtype is None:
-        dtype = _default_dtype if isinstance(fill_value, builtins.float) else bool_ if isinstance(fill_value, bool) else int64
+        dtype = get_default_dtype() if isinstance(fill_value, builtins.float) else bool_ if isinstance(fill_value, bool) else int64
     out = Tensor(backend.xp.full(tuple(size), fill_value, dtype=_as_dtype(dtype)), backend)
     return out.requires_grad_(True) if requires_grad else out
 
@@ -1584,7 +1566,7 @@ def arange(start: Any, end: Any = None, step: Any = 1, dtype: DTypeLike = None, 
     if end is None:
         start, end = 0, start
     if dtype is None:
-        dtype = int64 if all(isinstance(v, builtins.int) for v in (start, end, step)) else _default_dtype
+        dtype = int64 if all(isinstance(v, builtins.int) for v in (start, end, step)) else get_default_dtype()
     backend = get_backend(device)
     out = Tensor(backend.xp.arange(start, end, step, dtype=_as_dtype(dtype)), backend)
     return out.requires_grad_(True) if requires_grad else out
@@ -1641,17 +1623,10 @@ def initial_seed() -> builtins.int:
     return _seed
 
 
-def _new_generator(backend: Backend, seed: builtins.int) -> Any:
-    """A fresh numpy-style ``Generator`` for ``backend``, seeded with ``seed``."""
-    if backend.name == "cpu":
-        return np.random.Generator(np.random.PCG64(seed))
-    return backend.xp.random.Generator(backend.xp.random.XORWOW(seed))
-
-
 def _random(backend: Backend) -> Any:
     gen = _generators.get(backend.name)
     if gen is None:
-        gen = _generators[backend.name] = _new_generator(backend, _seed)
+        gen = _generators[backend.name] = backend.generator(_seed)
     return gen
 
 
@@ -1671,7 +1646,7 @@ class Generator:
     def __init__(self, device: DeviceLike = "cpu") -> None:
         self._backend = get_backend(device)
         self._seed = DEFAULT_SEED
-        self._gen = _new_generator(self._backend, self._seed)
+        self._gen = self._backend.generator(self._seed)
 
     @property
     def device(self) -> _Device:
@@ -1679,7 +1654,7 @@ class Generator:
 
     def manual_seed(self, seed: builtins.int) -> "Generator":
         self._seed = builtins.int(seed)
-        self._gen = _new_generator(self._backend, self._seed)
+        self._gen = self._backend.generator(self._seed)
         return self
 
     def seed(self) -> builtins.int:
@@ -1703,7 +1678,7 @@ class Generator:
         try:
             state = json.loads(bytes(np.asarray(array, dtype=np.uint8)).decode())
             seed, inner = builtins.int(state["seed"]), state["state"]
-            gen = _new_generator(self._backend, seed)
+            gen = self._backend.generator(seed)
             gen.bit_generator.state = inner
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise RuntimeError(f"Generator.set_state: not a state from Generator.get_state() ({exc})") from None
@@ -1902,14 +1877,14 @@ def einsum(equation: str, *operands: Any) -> Tensor:
 def linspace(start: Any, end: Any, steps: builtins.int, *, dtype: DTypeLike = None, device: DeviceLike = "cpu",
              requires_grad: bool = False) -> Tensor:
     backend = get_backend(device)
-    out = Tensor(backend.xp.linspace(start, end, steps).astype(_as_dtype(dtype) if dtype is not None else _default_dtype), backend)
+    out = Tensor(backend.xp.linspace(start, end, steps).astype(_as_dtype(dtype) if dtype is not None else get_default_dtype()), backend)
     return out.requires_grad_(True) if requires_grad else out
 
 
 def eye(n: builtins.int, m: builtins.int | None = None, *, dtype: DTypeLike = None, device: DeviceLike = "cpu",
         requires_grad: bool = False) -> Tensor:
     backend = get_backend(device)
-    out = Tensor(backend.xp.eye(n, m, dtype=_as_dtype(dtype) if dtype is not None else _default_dtype), backend)
+    out = Tensor(backend.xp.eye(n, m, dtype=_as_dtype(dtype) if dtype is not None else get_default_dtype()), backend)
     return out.requires_grad_(True) if requires_grad else out
 
 

@@ -32,12 +32,13 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
+from ..tasks import TASKS  # the known tasks, declared once
+
 __all__ = ["Batch", "DataModule", "DataError", "DataFileError", "IGNORE_INDEX", "TASKS", "epoch_rng"]
 
 #: Target value that losses and metrics skip (PyTorch's ``ignore_index`` default).
 IGNORE_INDEX = -100
 
-TASKS = ("lm", "classification", "regression")
 
 
 class DataError(ValueError):
@@ -127,6 +128,14 @@ class DataModule:
 
     def num_val_batches(self, batch_size: int) -> int:
         raise NotImplementedError
+
+    def as_dataset(self, split: str = "train") -> Any:
+        """Split "train" or "val" as a map-style ``mg.utils.data`` Dataset of ``(x, y)``
+        items, for a :class:`~microgradnn.utils.data.DataLoader` (pass ``collate_fn=ds.collate``
+        for padded ``(x, y, lengths)`` batches). See :mod:`microgradnn.utils.data.datamodule`."""
+        from ..utils.data.datamodule import DataModuleDataset
+
+        return DataModuleDataset(self, split)
 
     @property
     def has_val(self) -> bool:

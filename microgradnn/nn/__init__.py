@@ -4,7 +4,7 @@
 functions and ``mg.nn.init`` the in-place initialisers, as in PyTorch.
 """
 
-from . import functional, init, utils
+from . import functional, init, parametrize, utils
 from .layers import (
     ELU, GELU, Dropout, Embedding, Flatten, Hardtanh, Identity, LayerNorm, LeakyReLU, Linear, LogSigmoid,
     LogSoftmax, ModuleDict, ModuleList, ParameterDict, ParameterList, ReLU, RMSNorm, Sequential, Sigmoid, SiLU,
@@ -15,3 +15,5 @@ from .loss import (
 )
 from .module import IncompatibleKeys, Module, Parameter, StateDictError
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, Recurrent, RNNCell, run_sequence
+
+from . import modules  # noqa: E402  PyTorch's class paths (nn.modules.rnn.LSTM ...), aliases of the above

@@ -117,6 +117,30 @@ def test_eval_generate_export(trained, work):
     assert exp.returncode == 0 and (work / "model.safetensors").is_file()
 
 
+def test_export_onnx(trained, work):
+    """`mgnn export RUN --format onnx`: a model onnxruntime runs, equal to the run's own
+    forward; a bad option is one line and exit 2."""
+    import numpy as np
+    import onnxruntime as ort
+
+    import microgradnn as mg
+    from microgradnn.train.inference import load_run
+
+    run, _ = trained
+    exp = mgnn("export", str(run), "--format", "onnx", "--out", str(work / "model.onnx"), cwd=work)
+    assert exp.returncode == 0, exp.stderr
+    assert "an ONNX model" in exp.stdout
+    session = ort.InferenceSession(str(work / "model.onnx"), providers=["CPUExecutionProvider"])
+    model = load_run(run).model
+    tokens = np.random.default_rng(0).integers(0, model.embedding.num_embeddings, size=(2, 7))
+    lengths = np.array([7, 3])
+    got = session.run(None, {"input": tokens, "lengths": lengths})
+    with mg.no_grad():
+        out, _ = model(mg.tensor(tokens), lengths=mg.tensor(lengths))
+    np.testing.assert_allclose(got[0], out.numpy(), atol=1e-5, rtol=0)
+    assert_user_error(mgnn("export", str(run), "--format", "onnx", "--opset", "9", cwd=work), "opset_version", "14..21")
+
+
 def test_check_prints_the_resolved_spec_and_model(work):
     proc = mgnn("check", "tiny.yaml", "train.batch_size=2", cwd=work)
     assert proc.returncode == 0, proc.stderr

@@ -1,6 +1,0 @@
-"""``mg.nn.utils``: PyTorch's home for gradient clipping (the code lives in
-:mod:`microgradnn.optim.clip`)."""
-
-from ..optim.clip import clip_grad_norm_, clip_grad_value_
-
-__all__ = ["clip_grad_norm_", "clip_grad_value_"]
