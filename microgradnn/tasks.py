@@ -9,7 +9,8 @@ does not fit the task's targets is one clear line), and the step's counting
 
 Losses and metrics declare what targets they take with a ``targets`` attribute:
 ``"classes"`` (integer class ids, an output with a class axis) or ``"values"`` (float
-targets of the output's own shape). One without it is taken to fit any task.
+targets of the output's own shape), and with ``per_step = True`` that they need an
+output at every time step (BLEU, CER). One without them is taken to fit any task.
 
 A new task is one more :class:`Task` given to :func:`register_task` (and a model that
 builds its output shape, see ``per_step``).
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Task", "TASKS", "get_task", "register_task", "task_names", "targets_of", "CLASSES", "VALUES"]
+__all__ = ["Task", "TASKS", "get_task", "register_task", "task_names", "targets_of", "misfit", "CLASSES", "VALUES"]
 
 #: Target kinds: integer class ids (cross-entropy, accuracy) or float values (MSE).
 CLASSES = "classes"
@@ -98,6 +99,16 @@ def get_task(name: str) -> Task:
         return _TASKS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown task {name!r}; tasks are {', '.join(_TASKS)}") from None
+
+
+def misfit(component: Any, task: Task) -> str | None:
+    """Why a loss or metric does not fit ``task`` (from its declarations), or None."""
+    wants = targets_of(component)
+    if wants is not None and wants != task.targets:
+        return f"needs {wants} targets, and this data's task '{task.name}' has {task.targets} targets"
+    if getattr(component, "per_step", False) and not task.per_step:
+        return f"needs an output at every time step, and this data's task '{task.name}' gives one per sequence"
+    return None
 
 
 def targets_of(component: Any) -> str | None:
