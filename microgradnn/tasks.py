@@ -12,8 +12,9 @@ Losses and metrics declare what targets they take with a ``targets`` attribute:
 targets of the output's own shape), and with ``per_step = True`` that they need an
 output at every time step (BLEU, CER). One without them is taken to fit any task.
 
-A new task is one more :class:`Task` given to :func:`register_task` (and a model that
-builds its output shape, see ``per_step``).
+A new task is one more :class:`Task` given to :func:`register_task`: its targets and
+defaults, and, when a SequenceModel (``per_step`` or not) is not its shape, the function
+that builds its model (``build_model``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class Task:
         carries_state: batches may continue each other (``train.tbptt``).
         reads_backwards: a bidirectional model is allowed (not for a model that must
             not see the future it predicts).
+        build_model: ``build_model(model_spec, info) -> Module`` for a task whose model
+            is not a :class:`~microgradnn.models.SequenceModel` (an encoder-decoder, say);
+            None: the SequenceModel, whose head ``per_step`` shapes.
     """
 
     name: str
@@ -53,6 +57,7 @@ class Task:
     default_metrics: tuple[str, ...] = ()
     carries_state: bool = False
     reads_backwards: bool = True
+    build_model: Any = None
 
     def count(self, y: np.ndarray, ignore_index: int | None) -> int:
         """How many targets a batch's mean loss is over (ignored positions are not)."""

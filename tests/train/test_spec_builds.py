@@ -282,3 +282,32 @@ def test_finetune_load_base_and_a_spec_fine_tune_pick_the_same_checkpoint(tmp_pa
     assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
     picked = mg.load(best)["model"]
     assert all(np.array_equal(ours[k], picked[k]) for k in ours)
+
+
+def test_a_new_task_is_added_in_one_place(tmp_path):
+    """The seam for new tasks: register a Task (its targets, defaults and model builder);
+    the model, the spec's checks and the step follow from it."""
+    from microgradnn.data import adding
+    from microgradnn.models import SequenceModel
+    from microgradnn.tasks import _TASKS, Task, register_task
+
+    built = []
+
+    def build(model_spec, info):
+        built.append(info["task"])
+        return SequenceModel(info["output_size"], input_size=info["input_size"], hidden_size=model_spec.hidden_size,
+                             task="regression")
+
+    register_task(Task("toy_forecast", "values", per_step=False, default_loss="l1", build_model=build))
+    try:
+        data = adding(seq_len=5, train_size=32, val_size=8)
+        data.task = "toy_forecast"  # the adding problem relabelled as the new task
+        info = {"task": "toy_forecast", "output_size": 1, "input_size": 2}
+        model = train_build.build_model({"hidden_size": 6}, info)  # the task's builder, not SequenceModel's
+        assert built == ["toy_forecast"] and model.hidden_size == 6
+        trainer = Trainer.from_model(model, data, steps=2, batch_size=8, dry_run=2)
+        assert trainer.spec.loss.name == "l1" and trainer.fit()["status"] == "dry_run"
+        with pytest.raises(SpecError, match="'toy_forecast' has values targets"):
+            Trainer.from_model(model, data, loss="cross_entropy", steps=1)
+    finally:
+        _TASKS.pop("toy_forecast", None)
