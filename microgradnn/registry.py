@@ -63,7 +63,8 @@ __all__ = [
     "register", "unregister", "cache_clear", "group", "suggest", "singular", "rnn_relu_cell",
 ]
 
-KINDS: tuple[str, ...] = ("layers", "cells", "losses", "optimizers", "schedulers", "finetune", "datasets", "metrics")
+KINDS: tuple[str, ...] = ("layers", "cells", "losses", "optimizers", "schedulers", "finetune", "datasets", "metrics",
+                         "attention")
 GROUP_PREFIX = "microgradnn."
 
 #: The distribution name shown for components registered in-process with :func:`register`.
@@ -290,6 +291,11 @@ def _callable_error(kind: str, obj: Any) -> str | None:
                         "**options)")
             except ValueError:  # no signature available (a builtin): trust it
                 pass
+    elif kind == "attention":
+        from .nn.attention import Attention
+
+        if inspect.isclass(obj) and not issubclass(obj, Attention):
+            return f"{obj.__module__}.{obj.__qualname__} is not a microgradnn.nn.attention.Attention subclass"
     elif kind == "optimizers":
         from .optim.optimizer import Optimizer
 

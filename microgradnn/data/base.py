@@ -37,7 +37,7 @@ __all__ = ["Batch", "DataModule", "DataError", "DataFileError", "IGNORE_INDEX", 
 #: Target value that losses and metrics skip (PyTorch's ``ignore_index`` default).
 IGNORE_INDEX = -100
 
-TASKS = ("lm", "classification", "regression")
+TASKS = ("lm", "classification", "regression", "seq2seq", "forecast")
 
 
 class DataError(ValueError):
