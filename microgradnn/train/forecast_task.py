@@ -21,7 +21,15 @@ from ..models import _build_rnn
 from ..nn.forecast import Forecaster
 from ..tensor import Tensor
 
-__all__ = ["build", "evaluate", "forecast_rows", "predict"]
+__all__ = ["build", "evaluate", "forecast_rows", "predict", "write_plot", "FINETUNE_DEFAULTS"]
+
+#: A Forecaster names its layers as a SequenceModel does (``rnn``, ``head``), so the
+#: strategies' own defaults fit, except two that cannot work on it (a string says why).
+FINETUNE_DEFAULTS: dict[str, Any] = {
+    "adapter": "the forecaster reads the recurrent layer's final state, not the outputs an adapter "
+               "transforms; use lora, ia3, prefix, freeze or bitfit",
+    "prompt": "a Forecaster has no prompt slot (its inputs are numbers, not tokens); use prefix",
+}
 
 
 def build(data: Any, *, cell: Any = "lstm", hidden_size: int = 64, num_layers: int = 1, dropout: float = 0.0,

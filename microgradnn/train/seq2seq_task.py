@@ -28,7 +28,20 @@ from ..nn.rnn import _BUILTIN_CELLS
 from ..nn.seq2seq import Seq2Seq, beam_search, greedy_decode
 from ..tensor import Tensor
 
-__all__ = ["build", "loss", "evaluate", "translate", "decode"]
+__all__ = ["build", "loss", "evaluate", "translate", "decode", "FINETUNE_DEFAULTS"]
+
+#: What each fine-tuning strategy adapts in a Seq2Seq when the spec names no targets: the
+#: encoder's and decoder's recurrent weights (the generic defaults name a SequenceModel's
+#: ``rnn``). ``None``: the strategy does not fit this model, with the reason.
+FINETUNE_DEFAULTS: dict[str, Any] = {
+    "freeze": {"targets": ["src_embedding.*", "encoder.*_l0", "encoder.*_l0_reverse"]},
+    "lora": {"targets": ["encoder.weight_*", "decoder.*.weight_*"]},
+    "adalora": {"targets": ["encoder.weight_*", "decoder.*.weight_*"]},
+    "ia3": {"modules": ["encoder", "decoder.*"]},
+    "adapter": {"after": ["encoder"]},
+    "prefix": {"modules": ["encoder"]},
+    "prompt": "a Seq2Seq has no prompt slot (prompt tuning prepends to a SequenceModel's inputs); use prefix",
+}
 
 
 def _decoder_cell(cell: Any) -> Callable:

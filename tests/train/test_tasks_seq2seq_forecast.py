@@ -83,3 +83,46 @@ def test_forecast_task_beats_nothing_by_accident_and_reports_the_baseline(tmp_pa
     np.testing.assert_allclose([r["v seasonal naive"] for r in table["rows"]], values[222:228], atol=1e-4)
     png = forecast_task.write_plot(table, data, tmp_path / "forecast.png")
     assert png.stat().st_size > 1000
+
+
+STRATEGIES = ["full", "freeze", "bitfit", "lora", "adalora", "ia3", "adapter", "prefix", "prompt"]
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+@pytest.mark.parametrize("task", ["seq2seq", "forecast"])
+def test_finetune_strategies_fit_the_encoder_decoder_and_the_forecaster(name, task, pairs, tmp_path):
+    from microgradnn import registry
+
+    module = seq2seq_task if task == "seq2seq" else forecast_task
+    default = module.FINETUNE_DEFAULTS.get(name, {})
+    if isinstance(default, str):  # the strategy can't fit this model: the reason is a clear sentence
+        assert len(default) > 40 and "use" in default
+        return
+    mg.manual_seed(0)
+    if task == "seq2seq":
+        model = seq2seq_task.build(pairs, hidden_size=16, embedding_dim=8, attention=AdditiveAttention)
+        batch = next(iter(pairs.train_batches(8, 0, 0)))
+        run = lambda: seq2seq_task.loss(model, batch)[0]  # noqa: E731
+    else:
+        t = np.arange(120.0)
+        path = tmp_path / "s.csv"
+        path.write_text("v\n" + "".join(f"{np.sin(v / 3):.4f}\n" for v in t))
+        data = forecast(str(path), columns="v", context=12, horizon=3)
+        model = forecast_task.build(data, hidden_size=8)
+        batch = next(iter(data.train_batches(8, 0, 0)))
+        run = lambda: mg.nn.functional.mse_loss(model(mg.tensor(batch.x))[0], mg.tensor(batch.y))  # noqa: E731
+    before = {n: p.array.copy() for n, p in model.named_parameters()}
+    strategy = registry.get("finetune", name)(**default)
+    strategy.apply(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable, f"{name} left nothing to train"
+    opt = mg.optim.Adam(trainable, lr=0.05)
+    loss = run()
+    opt.zero_grad()
+    loss.backward()
+    assert any(p.grad is not None and np.abs(p.grad.array).sum() > 0 for p in trainable), f"{name}: no gradient flows"
+    opt.step()
+    assert run().item() != loss.item()
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad and n in before]
+    for n in frozen:
+        np.testing.assert_array_equal(dict(model.named_parameters())[n].array, before[n])
