@@ -123,6 +123,13 @@ class Seq2Seq(Module):
         self.out = Linear(hidden_size, tgt_vocab_size)
 
     # -- pieces ----------------------------------------------------------------------------
+    def ids(self, tokens: Any) -> Tensor:
+        """Token ids as an int64 tensor on the model's device (numpy input is copied there)."""
+        if isinstance(tokens, Tensor):
+            return tokens
+        backend = self.src_embedding.weight._backend
+        return Tensor(backend.xp.asarray(np.asarray(tokens, dtype=np.int64)), backend)
+
     def _encoder_parts(self) -> int:
         """How many tensors the encoder's state has (2 for an LSTM's (h, c))."""
         probe = self.encoder(zeros(1, 1, self.src_embedding.embedding_dim,
@@ -140,7 +147,7 @@ class Seq2Seq(Module):
 
     def encode(self, src: Any, src_lengths: Any = None) -> tuple[Memory, list]:
         """Run the encoder; return the decoder's memory and its initial state per layer."""
-        src = src if isinstance(src, Tensor) else Tensor(np.asarray(src, dtype=np.int64))
+        src = self.ids(src)
         emb = self.drop(self.src_embedding(src))
         if src_lengths is not None:
             src_lengths = _host(src_lengths).astype(np.int64)
@@ -190,7 +197,7 @@ class Seq2Seq(Module):
         instead of the true token with probability p at each step."""
         if not 0.0 <= float(sampling_ratio) <= 1.0:
             raise ValueError(f"Seq2Seq: sampling_ratio must be in [0, 1], got {sampling_ratio!r}")
-        tgt_in = tgt_in if isinstance(tgt_in, Tensor) else Tensor(np.asarray(tgt_in, dtype=np.int64))
+        tgt_in = self.ids(tgt_in)
         memory, states = self.encode(src, src_lengths)
         feed = self.initial_feed(memory)
         sampling = sampling_ratio > 0 and self.training
@@ -205,7 +212,7 @@ class Seq2Seq(Module):
                     own = _host(step_logits[-1].array).argmax(-1)
                     use_own = _host(rand(tokens.shape[0]).array) < sampling_ratio
                     tokens = np.where(use_own, own, tokens)
-                emb_t = self.drop(self.tgt_embedding(Tensor(tokens.astype(np.int64))))
+                emb_t = self.drop(self.tgt_embedding(self.ids(tokens)))
             else:
                 emb_t = embedded[t]
             hidden, states, w = self.step(emb_t, states, feed, memory)
@@ -270,7 +277,7 @@ def greedy_decode(model: Seq2Seq, src: Any, src_lengths: Any = None, max_len: in
             log_prob = np.zeros(B)
             done = np.zeros(B, dtype=bool)
             for _ in range(max_len):
-                hidden, states, _w = model.step(model.tgt_embedding(Tensor(tokens)), states, feed, memory)
+                hidden, states, _w = model.step(model.tgt_embedding(model.ids(tokens)), states, feed, memory)
                 feed = hidden if model.attention is not None else None
                 logp = _log_probs(model, hidden)
                 tokens = logp.argmax(-1)
@@ -323,7 +330,7 @@ def beam_search(model: Seq2Seq, src: Any, src_lengths: Any = None, beam_size: in
             tokens = np.full(B * K, model.bos_id, dtype=np.int64)
             finished: list[list[Hypothesis]] = [[] for _ in range(B)]
             for t in range(max_len):
-                hidden, states, _w = model.step(model.tgt_embedding(Tensor(tokens)), states, feed, memory)
+                hidden, states, _w = model.step(model.tgt_embedding(model.ids(tokens)), states, feed, memory)
                 feed = hidden if model.attention is not None else None
                 logp = _log_probs(model, hidden).reshape(B, K, -1)
                 V = logp.shape[-1]

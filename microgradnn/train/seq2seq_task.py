@@ -78,7 +78,7 @@ def loss(model: Seq2Seq, batch: Any, sampling_ratio: float = 0.0) -> tuple[Tenso
     """(mean cross-entropy over the real target tokens, logits, how many tokens)."""
     logits = model(batch.x, batch.lengths, batch.tgt_in, sampling_ratio=sampling_ratio)
     target = np.asarray(batch.y).reshape(-1)
-    value = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), Tensor(target))
+    value = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), model.ids(target))
     return value, logits, int((target >= 0).sum())
 
 
