@@ -38,7 +38,7 @@ from .sequences import SequenceData
 from .tabular import _missing_column, read_table
 from ..fileio import atomic_write
 
-__all__ = ["TokenVocab", "Seq2SeqBatch", "Seq2SeqData", "seq2seq", "SPECIALS"]
+__all__ = ["TokenVocab", "PairVocab", "Seq2SeqBatch", "Seq2SeqData", "seq2seq", "SPECIALS"]
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -118,6 +118,42 @@ class TokenVocab:
             raise DataError(f"{str(p)!r} is not valid JSON: {e}") from None
 
 
+class PairVocab:
+    """The two vocabularies of a translation task, stored together as one JSON file (a
+    run folder's ``vocab.json``): ``{"kind": "seq2seq", "source": {...}, "target": {...}}``."""
+
+    def __init__(self, source: TokenVocab, target: TokenVocab) -> None:
+        self.source, self.target = source, target
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PairVocab) and self.source == other.source and self.target == other.target
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "seq2seq", "source": self.source.to_dict(), "target": self.target.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "PairVocab":
+        if not isinstance(d, dict) or d.get("kind") != "seq2seq":
+            raise DataError("a translation vocabulary must be a dict {kind: seq2seq, source: {...}, target: {...}}")
+        return cls(TokenVocab.from_dict(d.get("source")), TokenVocab.from_dict(d.get("target")))
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "PairVocab":
+        p = Path(path)
+        if not p.is_file():
+            raise DataFileError(f"vocabulary file not found: {str(p)!r}")
+        try:
+            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{str(p)!r} is not valid JSON: {e}") from None
+
+
 def split_tokens(text: str, tokenize: str) -> list[str]:
     return list(text) if tokenize == "chars" else text.split()
 
@@ -163,8 +199,8 @@ class Seq2SeqData(SequenceData):
 
     def __init__(self, train: Pairs, val: Pairs | None, src_vocab: TokenVocab, tgt_vocab: TokenVocab, *,
                  bucket: bool = False, info: dict | None = None) -> None:
-        super().__init__(train, val, "seq2seq", len(tgt_vocab), name="seq2seq", vocab=src_vocab, bucket=bucket,
-                         info=info)
+        super().__init__(train, val, "seq2seq", len(tgt_vocab), name="seq2seq", vocab=PairVocab(src_vocab, tgt_vocab),
+                         bucket=bucket, info=info)
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
 
     @property
@@ -194,7 +230,7 @@ def seq2seq(path: str, source_column: str = "source", target_column: str = "targ
             source_tokenize: str | None = None, val_path: str | None = None, val_fraction: float = 0.1,
             seed: int = 0, lowercase: bool = False, min_freq: int = 1, max_len: int | None = None,
             bucket: bool = False, delimiter: str | None = None, src_vocab: Any = None,
-            tgt_vocab: Any = None) -> Seq2SeqData:
+            tgt_vocab: Any = None, vocab: Any = None) -> Seq2SeqData:
     """Translation pairs from a TSV/CSV file with a header row.
 
     Args:
@@ -207,6 +243,7 @@ def seq2seq(path: str, source_column: str = "source", target_column: str = "targ
         min_freq: rarer tokens map to ``<unk>``.
         max_len: drop pairs with a side longer than this many tokens.
         src_vocab, tgt_vocab: reuse vocabularies (TokenVocab, its ``to_dict()``, or a JSON path).
+        vocab: both at once (a PairVocab or its ``to_dict()``: a run's ``vocab.json``).
     """
     owner = "seq2seq"
     for name, value in (("tokenize", tokenize), ("source_tokenize", source_tokenize or tokenize)):
@@ -230,6 +267,9 @@ def seq2seq(path: str, source_column: str = "source", target_column: str = "targ
         perm = np.random.default_rng(seed).permutation(len(rows))
         val_rows = [rows[i] for i in np.sort(perm[:n_val])]
         train_rows = [rows[i] for i in np.sort(perm[n_val:])]
+    if vocab is not None:
+        pair = vocab if isinstance(vocab, PairVocab) else PairVocab.from_dict(vocab)
+        src_vocab, tgt_vocab = pair.source, pair.target
     src_tok = source_tokenize or tokenize
     sv = _vocab(src_vocab, owner) or TokenVocab.build((s for s, _ in train_rows), src_tok, min_freq)
     tv = _vocab(tgt_vocab, owner) or TokenVocab.build((t for _, t in train_rows), tokenize, min_freq)

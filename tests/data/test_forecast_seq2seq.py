@@ -112,3 +112,6 @@ def test_seq2seq_pairs_and_teacher_forcing_batches(tmp_path):
     chars = TokenVocab.build(["abc", "cab"], tokenize="chars")
     assert chars.decode(chars.encode("bad")) == "ba<unk>"
     assert TokenVocab.from_dict(chars.to_dict()) == chars
+    data.vocab.save(tmp_path / "vocab.json")  # both vocabularies in one file, as a run folder keeps them
+    again = seq2seq(str(path), val_fraction=0.2, seed=0, vocab=type(data.vocab).load(tmp_path / "vocab.json").to_dict())
+    assert again.src_vocab == data.src_vocab and again.tgt_vocab == data.tgt_vocab
