@@ -81,6 +81,8 @@ class Seq2Seq(Module):
         decoder_layers: decoder cells stacked (dropout between them).
         bos_id, eos_id: the target vocabulary's begin/end-of-sentence ids.
         src_padding_idx, tgt_padding_idx: the embeddings' padding rows.
+        sampling_ratio: the scheduled-sampling probability ``forward`` uses in training
+            when it is not given one.
 
     ``forward(src, src_lengths, tgt_in, sampling_ratio=0.0, return_attention=False)``
     -> logits (B, T, tgt_vocab_size) (and the attention weights (B, T, S)).
@@ -90,8 +92,11 @@ class Seq2Seq(Module):
                  hidden_size: int = 128, embedding_dim: int = 64, attention: Callable | None = None,
                  attention_options: dict | None = None, decoder_options: dict | None = None,
                  decoder_layers: int = 1, dropout: float = 0.0, bos_id: int = 1, eos_id: int = 2,
-                 src_padding_idx: int | None = 0, tgt_padding_idx: int | None = 0) -> None:
+                 src_padding_idx: int | None = 0, tgt_padding_idx: int | None = 0, sampling_ratio: float = 0.0) -> None:
         super().__init__()
+        if not 0.0 <= float(sampling_ratio) <= 1.0:
+            raise ValueError(f"Seq2Seq: sampling_ratio must be in [0, 1], got {sampling_ratio!r}")
+        self.sampling_ratio = float(sampling_ratio)
         if isinstance(decoder_layers, bool) or not isinstance(decoder_layers, int) or decoder_layers < 1:
             raise ValueError(f"Seq2Seq: decoder_layers must be a positive int, got {decoder_layers!r}")
         self.bos_id, self.eos_id = int(bos_id), int(eos_id)
@@ -190,11 +195,12 @@ class Seq2Seq(Module):
         return self.out(self.drop(hidden))
 
     # -- training --------------------------------------------------------------------------
-    def forward(self, src: Any, src_lengths: Any, tgt_in: Any, sampling_ratio: float = 0.0,
+    def forward(self, src: Any, src_lengths: Any, tgt_in: Any, sampling_ratio: float | None = None,
                 return_attention: bool = False) -> Any:
         """Teacher-forced logits (B, T, V) for ``tgt_in`` (B, T) (BOS first). With
         ``sampling_ratio`` p > 0 (training only), each row reads its own previous argmax
         instead of the true token with probability p at each step."""
+        sampling_ratio = self.sampling_ratio if sampling_ratio is None else sampling_ratio
         if not 0.0 <= float(sampling_ratio) <= 1.0:
             raise ValueError(f"Seq2Seq: sampling_ratio must be in [0, 1], got {sampling_ratio!r}")
         tgt_in = self.ids(tgt_in)

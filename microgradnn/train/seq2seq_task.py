@@ -59,7 +59,7 @@ def build(data: Any, *, encoder_cell: Any = "lstm", decoder_cell: Any = "lstm", 
           embedding_dim: int = 64, num_layers: int = 1, bidirectional: bool = True, decoder_layers: int = 1,
           dropout: float = 0.0, attention: Callable | None = None, attention_options: dict | None = None,
           encoder_options: dict | None = None, decoder_options: dict | None = None,
-          encoder_hidden_size: int | None = None) -> Seq2Seq:
+          encoder_hidden_size: int | None = None, sampling_ratio: float = 0.0) -> Seq2Seq:
     """A Seq2Seq for ``data`` (a :class:`~microgradnn.data.Seq2SeqData`). ``encoder_cell``
     as ``SequenceModel``'s ``cell`` (a built-in name or a cell class); ``decoder_cell`` a
     built-in name or a cell class. The encoder's size defaults to ``hidden_size`` (per
@@ -71,10 +71,10 @@ def build(data: Any, *, encoder_cell: Any = "lstm", decoder_cell: Any = "lstm", 
                    attention_options=attention_options, decoder_options=decoder_options,
                    decoder_layers=decoder_layers, dropout=dropout, bos_id=data.tgt_vocab.bos_id,
                    eos_id=data.tgt_vocab.eos_id, src_padding_idx=data.src_vocab.pad_id,
-                   tgt_padding_idx=data.tgt_vocab.pad_id)
+                   tgt_padding_idx=data.tgt_vocab.pad_id, sampling_ratio=sampling_ratio)
 
 
-def loss(model: Seq2Seq, batch: Any, sampling_ratio: float = 0.0) -> tuple[Tensor, Tensor, int]:
+def loss(model: Seq2Seq, batch: Any, sampling_ratio: float | None = None) -> tuple[Tensor, Tensor, int]:
     """(mean cross-entropy over the real target tokens, logits, how many tokens)."""
     logits = model(batch.x, batch.lengths, batch.tgt_in, sampling_ratio=sampling_ratio)
     target = np.asarray(batch.y).reshape(-1)
