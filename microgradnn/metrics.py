@@ -29,18 +29,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .backend import to_host
+
 __all__ = ["Metric", "Accuracy", "F1", "Perplexity", "BLEU", "bleu", "corpus_bleu", "chrf", "mae", "rmse", "mase",
            "seasonal_naive_scale", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100
-
-
-def _host(a: Any) -> np.ndarray:
-    """A numpy array from numpy, a Tensor (``.array``) or a CuPy array (``.get()``)."""
-    a = getattr(a, "array", a) if not isinstance(a, np.ndarray) else a
-    if not isinstance(a, np.ndarray) and hasattr(a, "get"):
-        a = a.get()
-    return np.asarray(a)
 
 
 def _predictions(output: Any, target: Any, owner: str) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +43,7 @@ def _predictions(output: Any, target: Any, owner: str) -> tuple[np.ndarray, np.n
     ``output`` (..., C) logits -> argmax over the last axis; a single logit (..., 1) is a
     binary classifier's (class 1 when the logit > 0). Positions whose target is negative
     (IGNORE_INDEX) are dropped."""
-    out, tgt = _host(output), _host(target)
+    out, tgt = to_host(output), to_host(target)
     if tgt.dtype.kind not in "iub":
         raise ValueError(f"{owner}: needs integer class targets, got dtype {tgt.dtype} (is this a regression task?)")
     if out.shape[:-1] != tgt.shape:
@@ -66,6 +60,8 @@ class Metric:
 
     name: str = "metric"
     higher_is_better: bool = True
+    #: What targets it fits (:mod:`microgradnn.tasks`): "classes" (integer ids) or "values".
+    targets: str = "classes"
 
     def __init__(self) -> None:
         self.reset()
@@ -310,7 +306,7 @@ class BLEU(Metric):
         self.stats = _BleuStats(self.max_n)
 
     def update(self, output: Any, target: Any, loss_sum: float = 0.0, count: int = 0) -> None:
-        out, tgt = _host(output), _host(target)
+        out, tgt = to_host(output), to_host(target)
         if out.ndim != 3 or tgt.ndim != 2:
             raise ValueError(f"bleu: needs per-step outputs (B, T, V) and targets (B, T), got {out.shape} and {tgt.shape}")
         if out.shape[:2] != tgt.shape:
@@ -401,20 +397,20 @@ def chrf(candidates: Sequence[str], references: Sequence[str] | Sequence[Sequenc
 
 def mae(pred: Any, true: Any) -> float:
     """Mean absolute error."""
-    p, t = np.asarray(_host(pred), np.float64), np.asarray(_host(true), np.float64)
+    p, t = np.asarray(to_host(pred), np.float64), np.asarray(to_host(true), np.float64)
     return float(np.mean(np.abs(p - t)))
 
 
 def rmse(pred: Any, true: Any) -> float:
     """Root mean squared error."""
-    p, t = np.asarray(_host(pred), np.float64), np.asarray(_host(true), np.float64)
+    p, t = np.asarray(to_host(pred), np.float64), np.asarray(to_host(true), np.float64)
     return float(np.sqrt(np.mean((p - t) ** 2)))
 
 
 def seasonal_naive_scale(train: Any, season: int = 1) -> float:
     """MASE's denominator (Hyndman & Koehler 2006): the in-sample mean absolute error of
     the seasonal-naive forecast y_t = y_{t - season} over the *training* series."""
-    y = np.asarray(_host(train), np.float64)
+    y = np.asarray(to_host(train), np.float64)
     if season < 1 or y.shape[0] <= season:
         raise ValueError(f"seasonal_naive_scale: need more than season={season} training steps, got {y.shape[0]}")
     return float(np.mean(np.abs(y[season:] - y[:-season])))

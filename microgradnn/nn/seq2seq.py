@@ -36,6 +36,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 
 from ..autograd import no_grad
+from ..backend import to_host
 from ..tensor import Tensor, cat, rand, stack, zeros
 from .attention import Attention, lengths_to_mask
 from .layers import Dropout, Embedding, Linear, ModuleList
@@ -46,11 +47,6 @@ __all__ = ["Seq2Seq", "Memory", "greedy_decode", "beam_search", "length_penalty"
 
 def _parts(state: Any) -> tuple:
     return tuple(state) if isinstance(state, (tuple, list)) else (state,)
-
-
-def _host(a: Any) -> np.ndarray:
-    a = getattr(a, "array", a)
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
 class Memory(NamedTuple):
@@ -155,7 +151,7 @@ class Seq2Seq(Module):
         src = self.ids(src)
         emb = self.drop(self.src_embedding(src))
         if src_lengths is not None:
-            src_lengths = _host(src_lengths).astype(np.int64)
+            src_lengths = to_host(src_lengths).astype(np.int64)
             keys, h_n = self.encoder(emb, lengths=src_lengths)
         else:
             keys, h_n = self.encoder(emb)
@@ -213,10 +209,10 @@ class Seq2Seq(Module):
         prev = None
         for t in range(T):
             if sampling:
-                tokens = _host(tgt_in.array[:, t])
+                tokens = to_host(tgt_in.array[:, t])
                 if t > 0:
-                    own = _host(step_logits[-1].array).argmax(-1)
-                    use_own = _host(rand(tokens.shape[0]).array) < sampling_ratio
+                    own = to_host(step_logits[-1].array).argmax(-1)
+                    use_own = to_host(rand(tokens.shape[0]).array) < sampling_ratio
                     tokens = np.where(use_own, own, tokens)
                 emb_t = self.drop(self.tgt_embedding(self.ids(tokens)))
             else:
@@ -262,7 +258,7 @@ def _check_decode_args(max_len: int, beam_size: int = 1) -> None:
 
 def _log_probs(model: Seq2Seq, hidden: Tensor) -> np.ndarray:
     """Next-token log-probabilities (float64 on the host); padding and BOS are never produced."""
-    logp = _host(model.logits(hidden).log_softmax(-1).array).astype(np.float64)
+    logp = to_host(model.logits(hidden).log_softmax(-1).array).astype(np.float64)
     for never in {model.bos_id, model.tgt_embedding.padding_idx} - {None, model.eos_id}:
         logp[:, never] = -np.inf
     return logp
