@@ -143,7 +143,8 @@ def _column(owner: str, table: Any, name: str, option: str) -> np.ndarray:
 
 def forecast(path: str, columns: str | list[str] = "value", context: int = 24, horizon: int = 1,
              covariates: list[str] | None = None, val_fraction: float = 0.2, season: int = 1,
-             time_column: str | None = None, normalize: bool = True, delimiter: str | None = None) -> ForecastData:
+             time_column: str | None = None, normalize: bool = True, delimiter: str | None = None,
+             normalizer: Any = None) -> ForecastData:
     """Windows of a numeric series read from a CSV file in time order.
 
     Args:
@@ -157,6 +158,8 @@ def forecast(path: str, columns: str | list[str] = "value", context: int = 24, h
             yearly cycle; 1 is the plain naive "tomorrow = today").
         time_column: a column of time stamps, kept for tables and plots.
         normalize: scale each column by its training mean and std (else leave it as is).
+        normalizer: reuse stored statistics (a Normalizer or its ``to_dict()``: a run's)
+            instead of fitting them, so a model sees its inputs scaled as in training.
     """
     owner = "forecast"
     targets = [columns] if isinstance(columns, str) else list(columns or [])
@@ -183,7 +186,14 @@ def forecast(path: str, columns: str | list[str] = "value", context: int = 24, h
         raise DataError(f"{owner}: {split} training steps hold no window of context={context} + horizon={horizon}")
     if val_fraction > 0 and n - split < horizon:
         raise DataError(f"{owner}: the validation part ({n - split} steps) is shorter than horizon={horizon}")
-    norm = Normalizer.fit(series[:split]) if normalize else Normalizer(np.zeros(series.shape[1]), np.ones(series.shape[1]))
+    if normalizer is not None:
+        norm = normalizer if isinstance(normalizer, Normalizer) else Normalizer.from_dict(normalizer)
+        if norm.mean.shape != (series.shape[1],):
+            raise DataError(f"{owner}: the stored normalizer has {norm.mean.size} columns, the data {series.shape[1]}")
+    elif normalize:
+        norm = Normalizer.fit(series[:split])
+    else:
+        norm = Normalizer(np.zeros(series.shape[1]), np.ones(series.shape[1]))
     scaled = norm.transform(series)
     target_idx = list(range(len(targets)))
     # Training windows end (targets included) before the split; validation windows forecast after it.

@@ -107,6 +107,7 @@ class ModelInfo(dict):
             vocab_size=None if vocab is None else len(vocab),
             input_size=None if vocab is not None else dm.input_size,
             padding_idx=getattr(vocab, "pad_id", None) if vocab is not None else None,
+            **({"targets": len(dm.target_columns)} if dm.task == "forecast" else {}),
         )
 
 
@@ -114,6 +115,11 @@ def build_model(model_spec: ModelSpec | Mapping[str, Any], info: Mapping[str, An
     """A :class:`~microgradnn.models.SequenceModel` from the spec's ``model`` section
     (a :class:`~microgradnn.spec.ModelSpec`, or a mapping completed from the schema)."""
     m = model_spec if isinstance(model_spec, ModelSpec) else model_spec_of(model_spec)
+    if info["task"] in ("seq2seq", "forecast"):  # their own model shapes (issue 15)
+        from . import forecast_task, seq2seq_task
+
+        module = seq2seq_task if info["task"] == "seq2seq" else forecast_task
+        return _call("model", f"{info['task']} model (cell={m.cell.name!r})", module.build_from_spec, m, info)
     vocab_size = info.get("vocab_size")
     return _call("model", f"SequenceModel(cell={m.cell.name!r})", SequenceModel, info["output_size"],
                  vocab_size=vocab_size, input_size=info.get("input_size") if vocab_size is None else None,

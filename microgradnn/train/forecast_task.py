@@ -17,7 +17,7 @@ import numpy as np
 
 from ..autograd import no_grad
 from ..metrics import mae, mase, rmse
-from ..models import _build_rnn
+from ..models import build_recurrent
 from ..nn.forecast import Forecaster
 from ..tensor import Tensor
 
@@ -35,9 +35,18 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
 def build(data: Any, *, cell: Any = "lstm", hidden_size: int = 64, num_layers: int = 1, dropout: float = 0.0,
           bidirectional: bool = False, residual: bool = True, cell_options: dict | None = None) -> Forecaster:
     """A :class:`~microgradnn.nn.forecast.Forecaster` for ``data`` (a ForecastData)."""
-    rnn = _build_rnn(cell, data.input_size, hidden_size, num_layers, dropout, bidirectional, None,
-                     dict(cell_options or {}))
+    rnn = build_recurrent(cell, data.input_size, hidden_size, num_layers, dropout, bidirectional, None,
+                          dict(cell_options or {}))
     return Forecaster(rnn, data.horizon, len(data.target_columns), residual=residual, dropout=dropout)
+
+
+def build_from_spec(m: Any, info: Any) -> Forecaster:
+    """The spec's ``model`` section and the data's sizes (``input_size`` features,
+    ``output_size`` = horizon x ``targets``) -> the forecaster ``mgnn train`` trains."""
+    rnn = build_recurrent(m.cell.name, int(info["input_size"]), m.hidden_size, m.num_layers, m.dropout,
+                          m.bidirectional, None, m.cell.kwargs())
+    targets = int(info["targets"])
+    return Forecaster(rnn, int(info["output_size"]) // targets, targets, residual=m.residual, dropout=m.dropout)
 
 
 def predict(model: Any, data: Any, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:

@@ -15,16 +15,15 @@ What the trainer needs from a task, for translation:
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..autograd import no_grad
 from ..metrics import bleu, chrf
-from ..models import _build_rnn
+from .. import registry
+from ..models import build_recurrent
 from ..nn import functional as F
-from ..nn.rnn import _BUILTIN_CELLS
 from ..nn.seq2seq import Seq2Seq, beam_search, greedy_decode
 from ..tensor import Tensor
 
@@ -45,14 +44,9 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
 
 
 def _decoder_cell(cell: Any) -> Callable:
-    """The decoder steps one token at a time, so it needs a cell class: a built-in name's
-    (``lstm`` -> ``nn.LSTMCell``) or the registered plugin cell itself."""
-    if isinstance(cell, str):
-        key = cell.lower()
-        if key == "rnn_relu":
-            return functools.partial(_BUILTIN_CELLS["rnn"], nonlinearity="relu")
-        return _BUILTIN_CELLS["rnn" if key == "rnn_tanh" else key]
-    return cell
+    """The decoder steps one token at a time, so it needs the cell itself: a registered
+    name's class (``lstm`` -> ``nn.LSTMCell``, ``rnn_relu`` -> its factory) or a class."""
+    return registry.get("cells", cell) if isinstance(cell, str) else cell
 
 
 def build(data: Any, *, encoder_cell: Any = "lstm", decoder_cell: Any = "lstm", hidden_size: int = 128,
@@ -64,14 +58,33 @@ def build(data: Any, *, encoder_cell: Any = "lstm", decoder_cell: Any = "lstm", 
     as ``SequenceModel``'s ``cell`` (a built-in name or a cell class); ``decoder_cell`` a
     built-in name or a cell class. The encoder's size defaults to ``hidden_size`` (per
     direction)."""
-    encoder = _build_rnn(encoder_cell, embedding_dim, encoder_hidden_size or hidden_size, num_layers, dropout,
-                         bidirectional, None, dict(encoder_options or {}))
+    encoder = build_recurrent(encoder_cell, embedding_dim, encoder_hidden_size or hidden_size, num_layers, dropout,
+                              bidirectional, None, dict(encoder_options or {}))
     return Seq2Seq(len(data.src_vocab), len(data.tgt_vocab), encoder, _decoder_cell(decoder_cell),
                    hidden_size=hidden_size, embedding_dim=embedding_dim, attention=attention,
                    attention_options=attention_options, decoder_options=decoder_options,
                    decoder_layers=decoder_layers, dropout=dropout, bos_id=data.tgt_vocab.bos_id,
                    eos_id=data.tgt_vocab.eos_id, src_padding_idx=data.src_vocab.pad_id,
                    tgt_padding_idx=data.tgt_vocab.pad_id, sampling_ratio=sampling_ratio)
+
+
+def build_from_spec(m: Any, info: Any) -> Seq2Seq:
+    """The spec's ``model`` section (a ModelSpec) and the data's sizes (ModelInfo:
+    ``vocab_size`` the source's, ``output_size`` the target's) -> the model ``mgnn train``
+    trains. The special ids are :class:`~microgradnn.data.seq2seq.TokenVocab`'s."""
+    from ..data.seq2seq import TokenVocab
+
+    encoder = build_recurrent(m.cell.name, m.embedding_dim, m.hidden_size, m.num_layers, m.dropout,
+                              m.bidirectional, None, m.cell.kwargs())
+    decoder = m.decoder_cell if m.decoder_cell is not None else m.cell
+    attention = registry.get("attention", m.attention.name) if m.attention is not None else None
+    return Seq2Seq(int(info["vocab_size"]), int(info["output_size"]), encoder, _decoder_cell(decoder.name),
+                   hidden_size=m.hidden_size, embedding_dim=m.embedding_dim, attention=attention,
+                   attention_options=m.attention.kwargs() if m.attention is not None else None,
+                   decoder_options=m.decoder_cell.kwargs() if m.decoder_cell is not None else None,
+                   decoder_layers=m.decoder_layers, dropout=m.dropout, bos_id=TokenVocab.bos_id,
+                   eos_id=TokenVocab.eos_id, src_padding_idx=TokenVocab.pad_id, tgt_padding_idx=TokenVocab.pad_id,
+                   sampling_ratio=m.sampling_ratio)
 
 
 def loss(model: Seq2Seq, batch: Any, sampling_ratio: float | None = None) -> tuple[Tensor, Tensor, int]:
