@@ -42,11 +42,11 @@ class Generate(Command):
         task = run_task(args.run_dir)
         if task == "seq2seq":
             return self.translate(args)
+        if args.source or args.source_file or args.show_attention or args.beam_size or args.max_len:
+            raise UsageError(f"--source/--source-file/--show-attention/--beam-size/--max-len need a seq2seq run; "
+                             f"{args.run_dir} is a {task} run")
         if task == "forecast":
             return self.forecast(args)
-        if args.source or args.source_file or args.show_attention:
-            raise UsageError(f"--source/--source-file/--show-attention need a seq2seq run; {args.run_dir} is a "
-                             f"{task} run")
         return self.sample(args)
 
     def translate(self, args: Any) -> int:
