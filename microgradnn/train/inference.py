@@ -170,7 +170,7 @@ def _task_scores(run: LoadedRun, dm: Any, split: str, batch_size: int) -> dict[s
     """What a task scores beyond loss and metrics, on the validation split: BLEU, chrF and
     exact match of decoded translations; MAE/RMSE/MASE of forecasts, and the seasonal-naive
     baseline's, in the series' units."""
-    if split != "val" or dm.val is None:
+    if run.task not in ("seq2seq", "forecast") or split != "val" or getattr(dm, "val", None) is None:
         return {}
     m = run.spec.model
     if run.task == "seq2seq":
