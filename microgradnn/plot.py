@@ -112,14 +112,14 @@ def attention_heatmap(weights: Any, source: Sequence[str], target: Sequence[str]
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (len(target), len(source)):
         raise ValueError(f"attention_heatmap: weights {w.shape} do not match {len(target)} target x {len(source)} source tokens")
-    fig = _figure(max(3.0, 0.55 * len(source) + 1.8), max(2.5, 0.4 * len(target) + 1.2))
+    fig = _figure(max(3.0, 0.55 * len(source) + 1.8, 0.09 * len(title) + 1.0), max(2.5, 0.4 * len(target) + 1.2))
     ax = fig.add_subplot()
     image = ax.imshow(w, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(len(source)), labels=list(source), rotation=45, ha="right")
     ax.set_yticks(range(len(target)), labels=list(target))
     ax.set_xlabel("source token")
     ax.set_ylabel("output token")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, label="attention weight")
     return _save(fig, path)
 
