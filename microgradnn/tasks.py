@@ -92,11 +92,11 @@ for _t in (
     Task("classification", CLASSES, per_step=False, default_loss="cross_entropy", default_metrics=("accuracy",)),
     Task("regression", VALUES, per_step=False, default_loss="mse"),
     # Translation: per-step classes of the target tokens (teacher forced); BLEU and chrF
-    # need decoding, so mgnn eval adds them (microgradnn.train.seq2seq_task).
+    # need decoding, so the eval command adds them (microgradnn.train.seq2seq_task).
     Task("seq2seq", CLASSES, per_step=True, default_loss="cross_entropy", default_metrics=("accuracy",),
          forward=_teacher_forced),
     # Forecasting: horizon x columns values per window; MAE/RMSE/MASE in the series' units
-    # come from mgnn eval (microgradnn.train.forecast_task).
+    # are what the eval command reports (microgradnn.train.forecast_task).
     Task("forecast", VALUES, per_step=False, default_loss="mse"),
 ):
     register_task(_t)
