@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkabl
 
 __all__ = [
     "CellLike", "LossLike", "OptimizerLike", "SchedulerLike", "StrategyLike", "DataModuleLike", "MetricLike",
-    "Contract", "CONTRACTS", "contract", "verify", "KINDS",
+    "AttentionLike", "Contract", "CONTRACTS", "contract", "verify", "KINDS",
 ]
 
 
@@ -144,6 +144,20 @@ class MetricLike(Protocol):
     def compute(self) -> float: ...
 
 
+@runtime_checkable
+class AttentionLike(Protocol):
+    """``Attention(query_size, key_size, **options)``, a
+    :class:`microgradnn.nn.attention.Attention` subclass: ``forward(query, keys, mask=None,
+    projected=None) -> (context, weights)``; ``project_keys(keys)`` computes the
+    query-independent part once per source."""
+
+    def project_keys(self, keys: Any) -> Any: ...
+
+    def score(self, query: Any, projected: Any) -> Any: ...
+
+    def __call__(self, query: Any, keys: Any, mask: Any = None, projected: Any = None) -> Any: ...
+
+
 # ============================================================================ the contracts
 
 
@@ -257,6 +271,8 @@ CONTRACTS: dict[str, Contract] = {c.kind: c for c in (
                                                 "merge", "report", "state_dict", "load_state_dict")),
     Contract("datasets", DataModuleLike),
     Contract("metrics", MetricLike, methods=("update", "compute", "reset"), attributes=("name", "higher_is_better")),
+    Contract("attention", AttentionLike, supplied=("query_size", "key_size"),
+             base="microgradnn.nn.attention:Attention", methods=("project_keys", "score")),
 )}
 
 #: The kinds, in the order the registry and ``mgnn plugins`` list them.

@@ -31,7 +31,8 @@ import numpy as np
 
 from .backend import to_host
 
-__all__ = ["Metric", "Accuracy", "F1", "Perplexity", "BLEU", "bleu", "corpus_bleu", "IGNORE_INDEX"]
+__all__ = ["Metric", "Accuracy", "F1", "Perplexity", "BLEU", "bleu", "corpus_bleu", "chrf", "mae", "rmse", "mase",
+           "seasonal_naive_scale", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100
 
@@ -320,3 +321,103 @@ class BLEU(Metric):
         if self.stats.cand_len == 0:
             return float("nan")
         return self.stats.score(self.smooth)
+
+
+# ----------------------------------------------------------------------------------------
+# chrF
+# ----------------------------------------------------------------------------------------
+
+
+def _char_ngrams(text: str, max_n: int) -> list[Counter]:
+    text = "".join(text.split())  # chrF ignores whitespace
+    return [Counter(text[i: i + n] for i in range(len(text) - n + 1)) for n in range(1, max_n + 1)]
+
+
+def _f_beta(prec: float, rec: float, beta: float) -> float:
+    factor = beta ** 2
+    denom = factor * prec + rec
+    return (1 + factor) * prec * rec / denom if denom > 0 else 0.0
+
+
+def _chrf_stats(hyp: list[Counter], ref: list[Counter]) -> list[tuple[int, int, int]]:
+    """Per order: (hypothesis n-grams, reference n-grams, matches), matches clipped."""
+    out = []
+    for h, r in zip(hyp, ref):
+        match = sum(min(k, r[g]) for g, k in h.items() if g in r)
+        out.append((sum(h.values()) if r else 0, sum(r.values()), match))
+    return out
+
+
+def _chrf_from_stats(stats: Sequence[tuple[int, int, int]], beta: float) -> float:
+    """The F-beta of the precision and recall averaged over the orders both sides have."""
+    precs, recs = [], []
+    for n_hyp, n_ref, n_match in stats:
+        if n_hyp > 0 and n_ref > 0:
+            precs.append(n_match / n_hyp)
+            recs.append(n_match / n_ref)
+    if not precs:
+        return 0.0
+    return _f_beta(sum(precs) / len(precs), sum(recs) / len(recs), beta)
+
+
+def chrf(candidates: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]], max_n: int = 6,
+         beta: float = 2.0) -> float:
+    """Corpus chrF (Popović 2015), in [0, 1]: the F-beta score of character n-grams
+    (n = 1..``max_n``, whitespace removed), recall weighted ``beta`` times precision.
+
+    Character n-grams give partial credit for a word with the right stem and the wrong
+    ending ("soixante" for "soixantes"), which word BLEU scores as a plain miss. As in
+    sacreBLEU (whose ``CHRF().corpus_score`` this matches to 1e-6 x 100): each sentence
+    takes the statistics of its best-scoring reference, the counts are summed over the
+    corpus, and precision and recall are averaged over the n-gram orders present.
+    """
+    if isinstance(candidates, str):
+        raise TypeError("chrf: candidates must be a list of texts, not one string")
+    if len(candidates) != len(references):
+        raise ValueError(f"chrf: {len(candidates)} candidates but {len(references)} reference sets")
+    total = [[0, 0, 0] for _ in range(max_n)]
+    for cand, refs in zip(candidates, references):
+        refs = [refs] if isinstance(refs, str) else list(refs)
+        hyp = _char_ngrams(cand, max_n)
+        best, best_f = None, -1.0
+        for r in refs:
+            stats = _chrf_stats(hyp, _char_ngrams(r, max_n))
+            f = _chrf_from_stats(stats, beta)  # the corpus formula on one sentence, as sacreBLEU
+            if f > best_f:
+                best, best_f = stats, f
+        for acc, s in zip(total, best):
+            for i in range(3):
+                acc[i] += s[i]
+    return _chrf_from_stats([tuple(t) for t in total], beta)
+
+
+# ----------------------------------------------------------------------------------------
+# Forecast errors
+# ----------------------------------------------------------------------------------------
+
+
+def mae(pred: Any, true: Any) -> float:
+    """Mean absolute error."""
+    p, t = np.asarray(to_host(pred), np.float64), np.asarray(to_host(true), np.float64)
+    return float(np.mean(np.abs(p - t)))
+
+
+def rmse(pred: Any, true: Any) -> float:
+    """Root mean squared error."""
+    p, t = np.asarray(to_host(pred), np.float64), np.asarray(to_host(true), np.float64)
+    return float(np.sqrt(np.mean((p - t) ** 2)))
+
+
+def seasonal_naive_scale(train: Any, season: int = 1) -> float:
+    """MASE's denominator (Hyndman & Koehler 2006): the in-sample mean absolute error of
+    the seasonal-naive forecast y_t = y_{t - season} over the *training* series."""
+    y = np.asarray(to_host(train), np.float64)
+    if season < 1 or y.shape[0] <= season:
+        raise ValueError(f"seasonal_naive_scale: need more than season={season} training steps, got {y.shape[0]}")
+    return float(np.mean(np.abs(y[season:] - y[:-season])))
+
+
+def mase(pred: Any, true: Any, scale: float) -> float:
+    """Mean absolute scaled error: MAE / ``scale`` (see :func:`seasonal_naive_scale`).
+    Below 1: better than the seasonal-naive forecast was on the training data."""
+    return mae(pred, true) / scale

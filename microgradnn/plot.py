@@ -1,34 +1,51 @@
-"""Tiny plotting with no plotting library: line charts as PNG files and as terminal text.
+"""Pictures: terminal sparklines and shaded matrices, and PNG figures through matplotlib.
 
-Used by the vanishing-gradient tutorial and the CLI's gradient-norm display. A PNG is
-just rows of RGB pixels, zlib-compressed, in three chunks (IHDR, IDAT, IEND); writing one
-by hand takes a page and keeps matplotlib out of the dependencies.
+The terminal pieces (:func:`sparkline`, :func:`text_heatmap`) need nothing but numpy. The
+PNG figures need matplotlib, the optional ``plot`` extra (``pip install
+microgradnn[plot]``); it is imported only when a figure is drawn, and through its
+object-oriented API (``Figure`` + the Agg canvas), never ``pyplot``: drawing a figure
+changes no global state (no backend switch, no open-figure registry, no rcParams).
+
+* :func:`line_plot` — one line per series (the vanishing-gradient figure of chapter 6);
+* :func:`attention_heatmap` — a decoder's attention weights, target rows by source columns;
+* :func:`forecast_plot` — a series' history, the truth after it, the forecast and a baseline.
+
+Every figure has axes labels, a title and (with more than one series) a legend, and is
+written atomically; each function returns the path it wrote.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
-import struct
-import zlib
-from typing import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .fileio import atomic_write
 
-__all__ = ["line_plot_png", "sparkline", "PALETTE"]
+__all__ = ["sparkline", "text_heatmap", "line_plot", "attention_heatmap", "forecast_plot", "PlotError"]
 
-#: Line colours in series order (colour-blind-friendly Okabe-Ito palette).
-PALETTE = [(0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167), (230, 159, 0), (86, 180, 233)]
 _BLOCKS = "▁▂▃▄▅▆▇█"
+_SHADES = " ░▒▓█"
 
 
-def sparkline(values: Sequence[float], log: bool = False) -> str:
-    """One character per value, ▁ (smallest) to █ (largest); log=True compares magnitudes."""
-    v = np.asarray(values, dtype=np.float64)
+class PlotError(RuntimeError):
+    """A figure was asked for but matplotlib (the ``plot`` extra) is not installed."""
+
+
+def sparkline(values: Sequence[float], log: bool = False, width: int | None = None) -> str:
+    """One character per value, ▁ (smallest) to █ (largest); ``log=True`` compares
+    magnitudes (gradient norms span orders of magnitude). With ``width``, longer inputs
+    are averaged into ``width`` buckets first."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
     if v.size == 0:
         return ""
+    if width is not None and v.size > width:
+        edges = np.linspace(0, v.size, width + 1).astype(int)
+        v = np.array([v[a:b].mean() for a, b in zip(edges[:-1], edges[1:])])
     if log:
         v = np.log10(np.maximum(v, 1e-300))
     lo, hi = float(np.min(v)), float(np.max(v))
@@ -38,51 +55,96 @@ def sparkline(values: Sequence[float], log: bool = False) -> str:
     return "".join(_BLOCKS[i] for i in idx)
 
 
-def line_plot_png(series: Mapping[str, Sequence[float]], path: str | os.PathLike, *,
-                  width: int = 640, height: int = 360, log_y: bool = False) -> str:
-    """Draw each series as a coloured line (x = index) on white with axes; write a PNG.
+def text_heatmap(weights: Any, rows: Sequence[str], columns: Sequence[str]) -> str:
+    """A matrix in [0, 1] as shaded blocks (" ░▒▓█", two characters a cell), one row per
+    line with its label; the column labels are listed underneath, numbered."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(rows), len(columns)):
+        raise ValueError(f"text_heatmap: weights {w.shape} do not match {len(rows)} rows x {len(columns)} columns")
+    width = max((len(r) for r in rows), default=0)
+    lines = [" " * width + " " + "".join(f"{j % 100:<2d}" for j in range(len(columns)))]
+    for label, row in zip(rows, w):
+        idx = np.clip(np.round(row * (len(_SHADES) - 1)).astype(int), 0, len(_SHADES) - 1)
+        lines.append(f"{label:>{width}} " + "".join(_SHADES[i] * 2 for i in idx))
+    lines.append("columns: " + "  ".join(f"{j}={c}" for j, c in enumerate(columns)))
+    return "\n".join(lines)
 
-    Colours follow :data:`PALETTE` in the order of ``series``; the y range covers all
-    series (in log10 when ``log_y``). Returns the path written (atomically).
-    """
-    img = np.full((height, width, 3), 255, dtype=np.uint8)
-    margin = 30
-    img[height - margin, margin:width - 10] = 0  # x axis
-    img[10:height - margin + 1, margin] = 0  # y axis
-    arrays = [np.asarray(v, dtype=np.float64) for v in series.values()]
+
+def _figure(width: float = 7.0, height: float = 4.0) -> Any:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlotError("drawing a PNG needs matplotlib: pip install 'microgradnn[plot]'") from None
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _save(fig: Any, path: str | os.PathLike) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return atomic_write(path, buffer.getvalue())
+
+
+def line_plot(series: Mapping[str, Sequence[float]], path: str | os.PathLike, *, log_y: bool = False,
+              xlabel: str = "step", ylabel: str = "value", title: str = "") -> Path:
+    """Each series as a line against its index; a legend when there is more than one."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name, values in series.items():
+        ax.plot(np.arange(len(values)), np.asarray(values, dtype=np.float64), label=name, linewidth=1.6)
     if log_y:
-        arrays = [np.log10(np.maximum(a, 1e-300)) for a in arrays]
-    finite = np.concatenate([a[np.isfinite(a)] for a in arrays]) if arrays else np.zeros(0)
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if hi - lo < 1e-12:
-        lo, hi = lo - 0.5, hi + 0.5
-    for i, a in enumerate(arrays):
-        colour = PALETTE[i % len(PALETTE)]
-        n = max(len(a) - 1, 1)
-        xs = margin + 1 + np.arange(len(a)) / n * (width - margin - 12)
-        ys = (height - margin - 1) - (a - lo) / (hi - lo) * (height - margin - 12)
-        for k in range(len(a) - 1):
-            if np.isfinite(ys[k]) and np.isfinite(ys[k + 1]):
-                _line(img, xs[k], ys[k], xs[k + 1], ys[k + 1], colour)
-    return _write_png(img, path)
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if len(series) > 1:
+        ax.legend()
+    return _save(fig, path)
 
 
-def _line(img: np.ndarray, x0: float, y0: float, x1: float, y1: float, colour: tuple) -> None:
-    """A 2-pixel-thick segment, sampled densely enough to leave no gaps."""
-    steps = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
-    for t in np.linspace(0.0, 1.0, steps + 1):
-        x, y = int(round(x0 + t * (x1 - x0))), int(round(y0 + t * (y1 - y0)))
-        img[max(y - 1, 0):y + 1, max(x - 1, 0):x + 1] = colour
+def attention_heatmap(weights: Any, source: Sequence[str], target: Sequence[str], path: str | os.PathLike, *,
+                      title: str = "attention") -> Path:
+    """The (T, S) attention matrix: row t is where output token ``target[t]`` looked in
+    ``source`` (each row sums to 1)."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(target), len(source)):
+        raise ValueError(f"attention_heatmap: weights {w.shape} do not match {len(target)} target x {len(source)} source tokens")
+    fig = _figure(max(3.0, 0.55 * len(source) + 1.8, 0.09 * len(title) + 1.0), max(2.5, 0.4 * len(target) + 1.2))
+    ax = fig.add_subplot()
+    image = ax.imshow(w, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(source)), labels=list(source), rotation=45, ha="right")
+    ax.set_yticks(range(len(target)), labels=list(target))
+    ax.set_xlabel("source token")
+    ax.set_ylabel("output token")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, label="attention weight")
+    return _save(fig, path)
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def _write_png(img: np.ndarray, path: str | os.PathLike) -> str:
-    height, width, _ = img.shape
-    # Each row starts with a filter-type byte (0 = none), then the RGB bytes.
-    raw = b"".join(b"\x00" + img[row].tobytes() for row in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    png = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b"")
-    return os.fspath(atomic_write(path, png))
+def forecast_plot(history: Sequence[float], truth: Sequence[float], forecasts: Mapping[str, Sequence[float]],
+                  path: str | os.PathLike, *, times: Sequence[Any] | None = None, ylabel: str = "value",
+                  title: str = "forecast") -> Path:
+    """The last known steps (``history``), then the true continuation and each forecast
+    (``{"model": ..., "seasonal naive": ...}``) over the same steps. ``times`` labels
+    the x axis (len(history) + len(truth) entries), else step numbers."""
+    h, y = np.asarray(history, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    x = np.arange(h.size + y.size)
+    fig = _figure(8.0, 4.0)
+    ax = fig.add_subplot()
+    ax.plot(x[: h.size], h, color="0.35", label="history")
+    ax.plot(x[h.size:], y, color="black", linewidth=2.0, label="truth")
+    for name, f in forecasts.items():
+        ax.plot(x[h.size:], np.asarray(f, dtype=np.float64), linestyle="--", marker=".", label=name)
+    ax.axvline(h.size - 0.5, color="0.6", linewidth=0.8)
+    if times is not None:
+        step = max(1, len(x) // 8)
+        ax.set_xticks(x[::step], labels=[str(t) for t in list(times)[::step]], rotation=30, ha="right")
+    ax.set_xlabel("time" if times is not None else "step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return _save(fig, path)

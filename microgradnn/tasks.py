@@ -46,8 +46,11 @@ class Task:
         reads_backwards: a bidirectional model is allowed (not for a model that must
             not see the future it predicts).
         build_model: ``build_model(model_spec, info) -> Module`` for a task whose model
-            is not a :class:`~microgradnn.models.SequenceModel` (an encoder-decoder, say);
-            None: the SequenceModel, whose head ``per_step`` shapes.
+            is not a :class:`~microgradnn.models.SequenceModel` (an encoder-decoder, say),
+            or its ``"module:function"`` path (resolved when first built, as an entry point
+            is, so this floor imports nothing above it); None: the SequenceModel, whose head
+            ``per_step`` shapes.
+        forward: how the step calls the model, when not ``model(x, state, lengths=...)``.
     """
 
     name: str
@@ -58,6 +61,11 @@ class Task:
     carries_state: bool = False
     reads_backwards: bool = True
     build_model: Any = None
+    forward: Any = None
+
+    # ``forward(model, batch, x, state) -> (output, state)``: how a batch goes through the
+    # model when it is not ``model(x, state, lengths=...)`` (seq2seq also feeds the decoder
+    # its teacher-forced input).
 
     def count(self, y: np.ndarray, ignore_index: int | None) -> int:
         """How many targets a batch's mean loss is over (ignored positions are not)."""
@@ -68,6 +76,11 @@ class Task:
     def items(self, x: np.ndarray) -> int:
         """What throughput counts: tokens for a per-step task, sequences otherwise."""
         return int(x.shape[0] * x.shape[1]) if self.per_step else int(x.shape[0])
+
+
+def _teacher_forced(model: Any, batch: Any, x: Any, state: Any) -> tuple[Any, Any]:
+    """An encoder-decoder reads the source and, shifted right, the target (teacher forcing)."""
+    return model(x, batch.lengths, batch.tgt_in), None
 
 
 _TASKS: dict[str, Task] = {}
@@ -86,6 +99,14 @@ for _t in (
          carries_state=True, reads_backwards=False),
     Task("classification", CLASSES, per_step=False, default_loss="cross_entropy", default_metrics=("accuracy",)),
     Task("regression", VALUES, per_step=False, default_loss="mse"),
+    # Translation: per-step classes of the target tokens (teacher forced); BLEU and chrF
+    # need decoding, so the eval command adds them (microgradnn.train.seq2seq_task).
+    Task("seq2seq", CLASSES, per_step=True, default_loss="cross_entropy", default_metrics=("accuracy",),
+         forward=_teacher_forced, build_model="microgradnn.train.seq2seq_task:build_from_spec"),
+    # Forecasting: horizon x columns values per window; MAE/RMSE/MASE in the series' units
+    # are what the eval command reports (microgradnn.train.forecast_task).
+    Task("forecast", VALUES, per_step=False, default_loss="mse",
+         build_model="microgradnn.train.forecast_task:build_from_spec"),
 ):
     register_task(_t)
 del _t

@@ -1640,8 +1640,8 @@ class Generator:
 
     ``g = mg.Generator().manual_seed(0)``; ``mg.randn(3, generator=g)``. Its state is a
     uint8 tensor (as PyTorch's), so it can go into a checkpoint with ``mg.save``. The
-    numbers are numpy's PCG64 (CuPy's XORWOW on the GPU), not PyTorch's Mersenne Twister:
-    the same seed gives a different stream than torch."""
+    numbers come from the device's own generator (``backend.generator``), not PyTorch's
+    Mersenne Twister: the same seed gives a different stream than torch."""
 
     def __init__(self, device: DeviceLike = "cpu") -> None:
         self._backend = get_backend(device)

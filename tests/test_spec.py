@@ -93,7 +93,10 @@ def test_a_good_spec_resolves_with_every_default(tmp_path):
     resolved = load_spec(write(tmp_path, GOOD))
     assert list(resolved) == list(spec.SECTIONS)
     assert resolved["model"] == {"embedding_dim": 64, "cell": {"name": "gru", "bias": False}, "hidden_size": 32,
-                                 "num_layers": 1, "dropout": 0.1, "bidirectional": False, "init_state": "zeros"}
+                                 "num_layers": 1, "dropout": 0.1, "bidirectional": False, "init_state": "zeros",
+                                 # seq2seq / forecast keys (issue 15), at their defaults
+                                 "attention": None, "decoder_cell": None, "decoder_layers": 1, "sampling_ratio": 0.0,
+                                 "beam_size": 1, "length_penalty": 0.0, "max_len": None, "residual": True}
     assert resolved["data"] == {"name": "toy", "n": 50}
     assert resolved["optimizer"] == {"name": "adamw", "lr": 0.003, "weight_decay": 0.01}
     assert isinstance(resolved["optimizer"]["lr"], float)  # "3e-3" is a number, not YAML 1.1's string

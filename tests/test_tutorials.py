@@ -23,10 +23,10 @@ def _checker():
     return module
 
 
-def test_there_are_ten_chapters():
+def test_there_are_eleven_chapters():
     numbers = [int(p.name[:2]) for p in CHAPTERS]
     assert numbers == list(range(1, len(numbers) + 1)), numbers
-    assert len(numbers) == 10
+    assert len(numbers) == 11
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)

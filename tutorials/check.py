@@ -212,6 +212,26 @@ def load(chapter: int, solution: bool):
     return module
 
 
+@check(11)
+def _attention(answer) -> None:
+    import microgradnn as mg
+    from microgradnn.nn.attention import DotAttention
+
+    rng = np.random.default_rng(11)
+    B, S, K = 4, 6, 5
+    query, keys = rng.normal(size=(B, K)), rng.normal(size=(B, S, K))
+    lengths = np.array([6, 1, 3, 5])
+    mask = np.arange(S)[None, :] < lengths[:, None]
+    context, weights = answer.attend(query, keys, mask)
+    ref_c, ref_w = DotAttention(K, K)(mg.tensor(query), mg.tensor(keys), mask=mask)
+    assert np.shape(weights) == (B, S) and np.shape(context) == (B, K), "weights are (B, S), context (B, K)"
+    assert np.allclose(weights, ref_w.array, atol=1e-9), "the weights differ from nn.attention.DotAttention's"
+    assert np.allclose(context, ref_c.array, atol=1e-9), "the context differs from nn.attention.DotAttention's"
+    assert (np.asarray(weights)[~mask] == 0.0).all(), "padded positions must get weight exactly 0"
+    big_c, big_w = answer.attend(query * 1e3, keys, mask)  # scores in the thousands: exp(1000) overflows
+    assert np.isfinite(big_w).all() and np.isfinite(big_c).all(), "subtract the largest score before exp"
+
+
 def run(chapter: int, solution: bool = False) -> tuple[bool, str]:
     """(passed, message) for one chapter's exercise."""
     if chapter not in CHECKS:

@@ -23,7 +23,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 from rich.table import Table
 from rich.text import Text
 
-_BLOCKS = "▁▂▃▄▅▆▇█"
+from microgradnn.plot import sparkline as _sparkline
 
 
 def fmt(value: Any) -> str:
@@ -39,19 +39,8 @@ def fmt(value: Any) -> str:
 
 
 def sparkline(values: np.ndarray, width: int = 60) -> str:
-    """Unicode blocks, log scale (gradient norms span orders of magnitude)."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        return ""
-    if v.size > width:  # average into `width` buckets
-        edges = np.linspace(0, v.size, width + 1).astype(int)
-        v = np.array([v[a:b].mean() for a, b in zip(edges[:-1], edges[1:])])
-    logv = np.log10(np.maximum(v, 1e-30))
-    lo, hi = logv.min(), logv.max()
-    if hi - lo < 1e-12:
-        return _BLOCKS[3] * v.size
-    idx = np.round((logv - lo) / (hi - lo) * (len(_BLOCKS) - 1)).astype(int)
-    return "".join(_BLOCKS[i] for i in idx)
+    """Gradient norms as Unicode blocks on a log scale (they span orders of magnitude)."""
+    return _sparkline(values, log=True, width=width)
 
 
 def epoch_of(trainer: Any) -> int:

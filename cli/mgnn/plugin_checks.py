@@ -284,9 +284,34 @@ def _exercise_metric(obj: Any) -> str:
     return f"{metric.name} = {value:.4g} ({'higher' if metric.higher_is_better else 'lower'} is better)"
 
 
+def _exercise_attention(obj: Any) -> str:
+    """Build it as a Seq2Seq does (query and key size 8: "dot" needs them equal), attend over a padded batch: the
+    weights must be (B, S) rows summing to 1 with exactly 0 on padding, the context
+    (B, key_size), and gradients must reach query and keys."""
+    import microgradnn as mg
+    from microgradnn.nn.attention import lengths_to_mask
+
+    att = obj(8, 8)
+    rng = np.random.default_rng(0)
+    q = mg.tensor(rng.standard_normal((3, 8)).astype(np.float32), requires_grad=True)
+    k = mg.tensor(rng.standard_normal((3, 5, 8)).astype(np.float32), requires_grad=True)
+    mask = lengths_to_mask(np.array([5, 2, 4]), 5)
+    context, weights = att(q, k, mask=mask, projected=att.project_keys(k))
+    w = np.asarray(weights.array)
+    if tuple(context.shape) != (3, 8) or w.shape != (3, 5):
+        raise CheckFailed(f"expected context (3, 8) and weights (3, 5), got {tuple(context.shape)} and {w.shape}")
+    if not np.allclose(w.sum(1), 1.0, atol=1e-5) or (w[~mask] != 0).any():
+        raise CheckFailed("weights must sum to 1 over the real positions and be exactly 0 on padding")
+    (context.sum() + weights.sum()).backward()
+    if q.grad is None or k.grad is None:
+        raise CheckFailed("no gradient reached the query or the keys")
+    return "context (3, 8), weights (3, 5), padding weight 0, gradients reach query and keys"
+
+
 _EXERCISE: dict[str, Callable[[Any], str]] = {
     "losses": _exercise_loss, "optimizers": _exercise_optimizer, "schedulers": _exercise_scheduler,
     "finetune": _exercise_strategy, "datasets": _exercise_dataset, "metrics": _exercise_metric,
+    "attention": _exercise_attention,
 }
 
 

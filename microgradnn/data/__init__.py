@@ -10,6 +10,8 @@ jsonl      the same from JSON lines
 adding     the adding problem (regression, 2 features per step)
 copy       the copy task (per-step classification after a delay)
 parity     bit-sequence parity (classification)
+seq2seq    translation pairs from a TSV (source -> target; word or character vocabularies)
+forecast   windows of a numeric series from a CSV (context steps -> the next horizon steps)
 =========  ==================================================================================
 
 ``factory(**options) -> DataModule``; see :mod:`microgradnn.data.base` for the batch layout.
@@ -23,6 +25,8 @@ from .base import IGNORE_INDEX, TASKS, Batch, DataError, DataFileError, DataModu
 from .sequences import Examples, SequenceData
 from .synthetic import adding, copy, parity
 from .tabular import csv, jsonl
+from .forecast import ForecastData, Normalizer, forecast
+from .seq2seq import Seq2SeqBatch, Seq2SeqData, TokenVocab, seq2seq
 from .text import CharLMData, charlm, stdlib_files, text
 from .vocab import PAD, UNK, Vocab
 
@@ -30,4 +34,5 @@ __all__ = [
     "Batch", "DataModule", "DataError", "DataFileError", "IGNORE_INDEX", "TASKS", "epoch_rng",
     "Vocab", "PAD", "UNK", "Examples", "SequenceData", "CharLMData", "stdlib_files",
     "charlm", "text", "csv", "jsonl", "adding", "copy", "parity",
+    "seq2seq", "Seq2SeqData", "Seq2SeqBatch", "TokenVocab", "forecast", "ForecastData", "Normalizer",
 ]

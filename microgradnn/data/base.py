@@ -19,6 +19,10 @@ task                  x                               y               lengths
 ``classification``    (B, T) int64 padded with 0,     (B,) int64      (B,) int64
                       or (B, T, F) float32
 ``regression``        as classification               (B, k) float32  (B,) int64
+``seq2seq``           (B, S) int64 source ids         (B, T) int64    (B,) int64 source lengths; the
+                                                                      batch also holds ``tgt_in`` and
+                                                                      ``tgt_lengths`` (data.seq2seq)
+``forecast``          (B, context, F) float32         (B, horizon*C)  (B,) int64 (all = context)
 ====================  ==============================  ==============  ===============================
 
 Per-step targets (``lm``) may hold :data:`IGNORE_INDEX` (-100, PyTorch's

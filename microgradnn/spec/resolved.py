@@ -156,6 +156,14 @@ class ModelSpec(_Record):
     dropout: float
     bidirectional: bool
     init_state: str
+    attention: Component | None
+    decoder_cell: Component | None
+    decoder_layers: int
+    sampling_ratio: float
+    beam_size: int
+    length_penalty: float
+    max_len: int | None
+    residual: bool
 
 
 @dataclass(frozen=True, eq=False)
@@ -246,7 +254,9 @@ class ResolvedSpec(_Record):
 def model_spec_of(m: Mapping[str, Any] | None) -> ModelSpec:
     """A :class:`ModelSpec` from a ``model`` mapping, missing keys from the schema."""
     m = m or {}
-    return ModelSpec(**{**_sub(m, ModelSpec, "model"), "cell": Component.of(_field(m, "model.cell"))})
+    return ModelSpec(**{**_sub(m, ModelSpec, "model"), "cell": Component.of(_field(m, "model.cell")),
+                        "attention": Component.of(_field(m, "model.attention")),
+                        "decoder_cell": Component.of(_field(m, "model.decoder_cell"))})
 
 
 def _field(d: Mapping[str, Any] | None, path: str) -> Any:

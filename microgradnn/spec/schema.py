@@ -99,6 +99,20 @@ SCHEMA: tuple[Field, ...] = (
     F("model.bidirectional", "bool", False, "also read each sequence backwards (not for language models)"),
     F("model.init_state", "choice", "zeros", "initial hidden state: zeros, or learned parameters",
       choices=("zeros", "learned")),
+    # seq2seq (translation) and forecast models only; mgnn check refuses them elsewhere
+    F("model.attention", "component", None, "seq2seq: attention over the encoder (additive, dot, general or a "
+      "plugin's); null: none", nullable=True, kind="attention"),
+    F("model.decoder_cell", "component", None, "seq2seq: the decoder's cell (null: the same as model.cell)",
+      nullable=True, kind="cells"),
+    F("model.decoder_layers", "int", 1, "seq2seq: stacked decoder cells", low=1),
+    F("model.sampling_ratio", "float", 0.0, "seq2seq: scheduled sampling, the chance a training step reads the "
+      "model's own previous token", low=0.0, high=1.0),
+    F("model.beam_size", "int", 1, "seq2seq: beams when decoding (eval, generate); 1 is greedy", low=1),
+    F("model.length_penalty", "float", 0.0, "seq2seq: beam search ranks by log-prob / ((5 + n) / 6) ** this",
+      low=0.0),
+    F("model.max_len", "int", None, "seq2seq: the longest translation decoded (null: 2 x the longest target + 5)",
+      nullable=True, low=1),
+    F("model.residual", "bool", True, "forecast: predict the change from the last value seen"),
     F("data", "component", None, "dataset and its options, e.g. {name: charlm, corpus: stdlib}", required=True,
       kind="datasets"),
     F("loss", "component", None, "null: cross_entropy for lm/classification, mse for regression", nullable=True,

@@ -381,9 +381,23 @@ def fill_task_defaults(spec: Mapping, task: str) -> ResolvedSpec:
         problems.append(Problem("model.bidirectional", "a language model can't be bidirectional "
                                                        "(it would see the characters it must predict)", True,
                                 "false"))
+    problems += _task_only_keys(spec.model, task)
     if problems:
         raise SpecError(problems)
     return spec.replace(loss=loss)
+
+
+def _task_only_keys(m: Any, task: str) -> list[Problem]:
+    """The model keys that only a seq2seq model reads, set on another task: one line each."""
+    if task == "seq2seq":
+        return []
+    given = [("model.attention", m.attention, None), ("model.decoder_cell", m.decoder_cell, None),
+             ("model.decoder_layers", m.decoder_layers, 1), ("model.sampling_ratio", m.sampling_ratio, 0.0),
+             ("model.beam_size", m.beam_size, 1), ("model.max_len", m.max_len, None),
+             ("model.length_penalty", m.length_penalty, 0.0)]
+    return [Problem(path, f"only for a seq2seq (translation) model, and this data's task is '{task}'",
+                    value if not hasattr(value, "name") else value.name, "leave it out")
+            for path, value, default in given if value != default]
 
 
 def _misfits(kind: str, path: str, names: list[str], task: Any, indexed: bool = False) -> list[Problem]:

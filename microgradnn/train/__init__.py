@@ -25,7 +25,7 @@ layer over these: its live display is one more callback.
 from .build import build_data, build_model
 from .callbacks import Callback, CallbackList, CheckpointCadence, EarlyStopping, MetricsLog, NonFiniteStop
 from .errors import BuildError, TrainError
-from .inference import LoadedRun, evaluate, export, generate, load_run
+from .inference import LoadedRun, evaluate, export, forecast_report, generate, load_run, translate
 from .parallel import SingleProcess
 from .step import Step, evaluate_batches
 from .trainer import Trainer, evaluate_model
@@ -33,5 +33,5 @@ from .trainer import Trainer, evaluate_model
 __all__ = [
     "Trainer", "Step", "evaluate_batches", "EarlyStopping", "CheckpointCadence", "NonFiniteStop", "MetricsLog",
     "Callback", "CallbackList", "SingleProcess", "TrainError", "BuildError",
-    "evaluate", "generate", "export", "load_run", "LoadedRun", "evaluate_model", "build_data", "build_model",
+    "evaluate", "generate", "export", "load_run", "translate", "forecast_report", "LoadedRun", "evaluate_model", "build_data", "build_model",
 ]

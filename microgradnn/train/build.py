@@ -14,6 +14,8 @@ one clear line instead of a traceback.
 
 from __future__ import annotations
 
+import importlib
+
 import inspect
 from typing import Any, Callable, Mapping
 
@@ -107,6 +109,7 @@ class ModelInfo(dict):
             vocab_size=None if vocab is None else len(vocab),
             input_size=None if vocab is not None else dm.input_size,
             padding_idx=getattr(vocab, "pad_id", None) if vocab is not None else None,
+            **({"targets": len(dm.target_columns)} if dm.task == "forecast" else {}),
         )
 
 
@@ -116,6 +119,9 @@ def build_model(model_spec: ModelSpec | Mapping[str, Any], info: Mapping[str, An
     :class:`~microgradnn.models.SequenceModel`, or what the task's ``build_model`` builds."""
     m = model_spec if isinstance(model_spec, ModelSpec) else model_spec_of(model_spec)
     custom = get_task(info["task"]).build_model
+    if isinstance(custom, str):  # "module:function", resolved as an entry point is
+        module_name, _, attr = custom.partition(":")
+        custom = getattr(importlib.import_module(module_name), attr)
     if custom is not None:  # a task with a model of its own shape (microgradnn.tasks)
         return _call("model", f"{info['task']} model", custom, m, info)
     vocab_size = info.get("vocab_size")

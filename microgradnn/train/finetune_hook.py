@@ -37,7 +37,8 @@ from .errors import BuildError, TrainError
 __all__ = ["Base", "load_base", "match_state_dict", "load_into", "make_strategy", "ARCH_KEYS"]
 
 #: model keys that fix the parameters' shapes: taken from the base run when fine-tuning one.
-ARCH_KEYS = ("embedding_dim", "cell", "hidden_size", "num_layers", "bidirectional", "init_state")
+ARCH_KEYS = ("embedding_dim", "cell", "hidden_size", "num_layers", "bidirectional", "init_state",
+             "attention", "decoder_cell", "decoder_layers", "residual")
 
 
 class Base:
@@ -222,10 +223,30 @@ def _few(names: list[str], n: int = 6) -> str:
 # ----------------------------------------------------------------------------- strategies
 
 
-def make_strategy(strategy: Component) -> tuple[Any, str]:
-    """The strategy object of ``finetune.strategy`` (registry kind "finetune")."""
+def _model_defaults(model: Module | None, name: str) -> Any:
+    """What a strategy adapts by default in a seq2seq model or a forecaster (their layers
+    are not a SequenceModel's ``rnn``): the task module's ``FINETUNE_DEFAULTS``."""
+    from ..nn.forecast import Forecaster
+    from ..nn.seq2seq import Seq2Seq
+
+    if isinstance(model, Seq2Seq):
+        from .seq2seq_task import FINETUNE_DEFAULTS
+    elif isinstance(model, Forecaster):
+        from .forecast_task import FINETUNE_DEFAULTS
+    else:
+        return {}
+    return FINETUNE_DEFAULTS.get(name, {})
+
+
+def make_strategy(strategy: Component, model: Module | None = None) -> tuple[Any, str]:
+    """The strategy object of ``finetune.strategy`` (registry kind "finetune"); for a
+    seq2seq model or a forecaster, options the spec leaves out come from its defaults."""
     cls = registry.get("finetune", strategy.name)
     opts = strategy.kwargs()
+    defaults = _model_defaults(model, strategy.name)
+    if isinstance(defaults, str):
+        raise BuildError(f"finetune.strategy: {strategy.name} does not fit this model: {defaults}")
+    opts = {**defaults, **opts}
     try:
         return cls(**opts), strategy.name
     except (TypeError, ValueError) as exc:
@@ -256,7 +277,7 @@ def prepare(model: Module, ft: FinetuneSpec, base: Base) -> tuple[Any, str, dict
         from ..finetune.base import mark_new
 
         mark_new(model, "head")  # every strategy keeps it trainable and stores it in the delta
-    strategy, name = make_strategy(ft.strategy)
+    strategy, name = make_strategy(ft.strategy, model)
     report = apply_strategy(strategy, name, model, new_head)
     report.update(strategy=name, base=os.path.abspath(str(ft.from_)))
     return strategy, name, report

@@ -27,7 +27,7 @@ from .errors import TrainError
 from .finetune_hook import load_base, prepare
 from .step import Step, evaluate_batches
 
-__all__ = ["load_run", "evaluate", "generate", "export", "LoadedRun"]
+__all__ = ["load_run", "evaluate", "generate", "export", "LoadedRun", "translate", "forecast_report", "run_task"]
 
 
 class LoadedRun:
@@ -46,9 +46,18 @@ class LoadedRun:
 def _vocab_object(d: Any) -> Any:
     if d is None:
         return None
+    if isinstance(d, dict) and d.get("kind") == "seq2seq":  # a translation run: both vocabularies
+        from ..data.seq2seq import PairVocab
+
+        return PairVocab.from_dict(d)
     from ..data.vocab import Vocab
 
     return Vocab.from_dict(d)
+
+
+def _stored_normalizer(run_dir: Path) -> Any:
+    """A forecast run's normaliser, as fitted on its training steps and stored in run.json."""
+    return (runs.read_json(run_dir / runs.RUN_FILE).get("data") or {}).get("normalizer")
 
 
 def load_run(run_dir: str | os.PathLike, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
@@ -127,6 +136,9 @@ def evaluate(run_dir: str | os.PathLike, data: Any = None, *, options: dict[str,
     split = split or ("all" if data is not None else "val")
     if split not in ("val", "train", "all"):
         raise TrainError(f"split must be 'val', 'train' or 'all', got {split!r}")
+    if run.task == "forecast" and _stored_normalizer(run.run_dir) is not None:
+        data_spec = Component.of({"name": data_spec.name, **data_spec.kwargs(),
+                                  "normalizer": _stored_normalizer(run.run_dir)})
     dm = build.build_data(data_spec, vocab=run.vocab.to_dict() if run.vocab is not None else None)
     if dm.task != run.task or int(dm.output_size) != int(run.info["output_size"]):
         raise TrainError(f"the data ({dm.task}, output size {dm.output_size}) does not fit the model "
@@ -149,8 +161,71 @@ def evaluate(run_dir: str | os.PathLike, data: Any = None, *, options: dict[str,
     if not raw:
         raise TrainError("no batch to evaluate (the split is empty at this batch size)")
     out: dict[str, Any] = {k[len("val_"):]: v for k, v in raw.items()}
+    out.update(_task_scores(run, dm, split, bs))
     out.update(split=split, checkpoint=str(run.checkpoint), step=run.step, task=dm.task)
     return out
+
+
+def _task_scores(run: LoadedRun, dm: Any, split: str, batch_size: int) -> dict[str, Any]:
+    """What a task scores beyond loss and metrics, on the validation split: BLEU, chrF and
+    exact match of decoded translations; MAE/RMSE/MASE of forecasts, and the seasonal-naive
+    baseline's, in the series' units."""
+    if run.task not in ("seq2seq", "forecast") or split != "val" or getattr(dm, "val", None) is None:
+        return {}
+    m = run.spec.model
+    if run.task == "seq2seq":
+        from .seq2seq_task import evaluate as score
+
+        return score(run.model, dm, batch_size, beam_size=m.beam_size, max_len=m.max_len, alpha=m.length_penalty)
+    if run.task == "forecast":
+        from .forecast_task import evaluate as score
+
+        return score(run.model, dm, batch_size)
+    return {}
+
+
+# ----------------------------------------------------------------------------- seq2seq and forecast runs
+
+
+def translate(run_dir: str | os.PathLike, sources: list[str], *, checkpoint: str = "best",
+              beam_size: int | None = None, max_len: int | None = None, attention: bool = False) -> list[dict[str, Any]]:
+    """Translations of ``sources`` by a seq2seq run (decoding options default to the
+    spec's ``model.beam_size`` / ``max_len`` / ``length_penalty``); with ``attention``,
+    each item also holds its (T, S) attention weights."""
+    from .seq2seq_task import translate as run_translate
+
+    run = load_run(run_dir, checkpoint)
+    if run.task != "seq2seq":
+        raise TrainError(f"--source needs a seq2seq (translation) run; {run.run_dir} is a {run.task} run")
+    m = run.spec.model
+    return run_translate(run.model, run.vocab.source, run.vocab.target, sources,
+                         beam_size=beam_size or m.beam_size, max_len=max_len or m.max_len or 100,
+                         alpha=m.length_penalty, attention=attention)
+
+
+def forecast_report(run_dir: str | os.PathLike, png: str | os.PathLike | None = None, *,
+                    checkpoint: str = "best") -> dict[str, Any]:
+    """A forecast run's forecast of its last validation window beside the truth and the
+    seasonal-naive forecast (a table: ``rows``), and, with ``png``, that picture."""
+    from .forecast_task import forecast_rows, write_plot
+
+    run = load_run(run_dir, checkpoint)
+    if run.task != "forecast":
+        raise TrainError(f"{run.run_dir} is a {run.task} run, not a forecast")
+    options = {"normalizer": _stored_normalizer(run.run_dir)} if _stored_normalizer(run.run_dir) else {}
+    dm = build.build_data(Component.of({"name": run.spec.data.name, **run.spec.data.kwargs(), **options}))
+    if dm.val is None:
+        raise TrainError(f"{run.run_dir}: the data has no validation steps to forecast (data.val_fraction is 0)")
+    table = forecast_rows(run.model, dm)
+    if png is not None:
+        table["png"] = str(write_plot(table, dm, png))
+    return table
+
+
+def run_task(run_dir: str | os.PathLike) -> str:
+    """The task of a run folder (from run.json), without loading its model."""
+    run_dir = runs.check_run_dir(run_dir)
+    return str((runs.read_json(run_dir / runs.RUN_FILE).get("model_info") or {}).get("task", "lm"))
 
 
 # ----------------------------------------------------------------------------- generate

@@ -58,6 +58,8 @@ class Step:
 
     def forward(self, batch: Any, state: Any = None) -> tuple[Tensor, Any]:
         x = make_tensor(batch.x, device=self.device)
+        if self.task.forward is not None:
+            return self.task.forward(self.model, batch, x, state)
         lengths = None if (self.task.per_step and self.streams) else batch.lengths
         if lengths is not None:
             return self.model(x, state, lengths=lengths)
