@@ -55,5 +55,10 @@ class CPUBackend(Backend):
         super().__init__("cpu", np, _load_cpu_kernel)
         _keep_freed_memory_for_reuse()
 
+    def sequence_driver(self, name: str) -> Callable | None:
+        from . import kernels_cpu
+
+        return kernels_cpu.SEQUENCE_DRIVERS.get(name)
+
     def index_add(self, target: Any, index: Any, values: Any) -> None:
         np.add.at(target, index, values)

@@ -85,11 +85,12 @@ def _empty(xp, shape: tuple, dtype: Any):
     return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
-def _aligned_copy(xp, array):
-    """A C-contiguous, cache-line-aligned copy of ``array`` (for GEMM operands used 64 times)."""
-    out = _empty(xp, array.shape, array.dtype)
-    out[...] = array
-    return out
+def _driver(ctx, name: str, dtype: Any):
+    """The backend's compiled whole-sequence loop ``name`` (CPU, float32/float64), or None:
+    then the op runs the same per-step kernels from its own Python loop."""
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        return None
+    return ctx.backend.sequence_driver(name)
 
 
 
@@ -315,19 +316,23 @@ class LSTMSequence(Function):
         ctx.leases = leases = []
         x2, gates = _project_inputs(xp, leases, x, w_ih, T, B, I, GH, dtype)
         bias = _bias(xp, b_ih, b_hh, GH, dtype)
-        w_hh_t = _aligned_copy(xp, w_hh.T)
+        w_hh = xp.ascontiguousarray(w_hh)  # PyTorch's layout, used as it is (no per-call copy)
         hs = _empty(xp, (T + 1, B, H), dtype)  # not leased: the output is a view of it
         cs = _scratch(xp, leases, (T + 1, B, H), dtype)
         first = T if reverse else 0
         hs[first] = h0
         cs[first] = c0
         hh = _scratch(xp, leases, (B, GH), dtype)
-        kernel = ctx.backend.kernel("lstm_cell_forward")
-        matmul = xp.matmul
-        for t, p, n in _steps(T, reverse):
-            h_prev = hs[p]
-            matmul(h_prev, w_hh_t, out=hh)
-            kernel(gates[t], hh, bias, cs[p], h_prev, mask[t], hs[n], cs[n])
+        drive = _driver(ctx, "lstm_sequence_forward", dtype)
+        if drive is not None:
+            drive(gates, w_hh, bias, hs, cs, mask, hh, reverse)
+        else:
+            kernel = ctx.backend.kernel("lstm_cell_forward")
+            matmul, w_hh_t = xp.matmul, w_hh.T
+            for t, p, n in _steps(T, reverse):
+                h_prev = hs[p]
+                matmul(h_prev, w_hh_t, out=hh)
+                kernel(gates[t], hh, bias, cs[p], h_prev, mask[t], hs[n], cs[n])
         last = 0 if reverse else T
         ctx.saved = (x2, gates, hs, cs, w_ih, w_hh, mask)
         ctx.reverse, ctx.grad_norms, ctx.w_index = reverse, grad_norms, 3
@@ -347,15 +352,19 @@ class LSTMSequence(Function):
         dgates = _scratch(xp, leases, (T, B, GH), dtype)
         dh_total = xp.empty((T, B, H), dtype=dtype) if ctx.grad_norms is not None else None
         scratch = xp.empty((B, H), dtype=dtype)
-        kernel = ctx.backend.kernel("lstm_cell_backward")
-        matmul = xp.matmul
-        w_hh_a = _aligned_copy(xp, w_hh)
+        w_hh = xp.ascontiguousarray(w_hh)
         needs_dh0, t_first = ctx.needs_input_grad[1], (T - 1 if ctx.reverse else 0)
-        for t, p, n in _backward_steps(T, ctx.reverse):
-            kernel(gates[t], cs[p], cs[n], dout[t], carry, dh_rec, dc, mask[t], dgates[t],
-                   scratch if dh_total is None else dh_total[t])
-            if t != t_first or needs_dh0:  # the last product only feeds dL/dh0
-                matmul(dgates[t], w_hh_a, out=dh_rec)
+        drive = _driver(ctx, "lstm_sequence_backward", dtype)
+        if drive is not None:
+            drive(gates, cs, dout, carry, dh_rec, dc, mask, dgates, scratch[None] if dh_total is None else dh_total,
+                  w_hh, ctx.reverse, needs_dh0)
+        else:
+            kernel = ctx.backend.kernel("lstm_cell_backward")
+            for t, p, n in _backward_steps(T, ctx.reverse):
+                kernel(gates[t], cs[p], cs[n], dout[t], carry, dh_rec, dc, mask[t], dgates[t],
+                       scratch if dh_total is None else dh_total[t])
+                if t != t_first or needs_dh0:  # the last product only feeds dL/dh0
+                    xp.matmul(dgates[t], w_hh, out=dh_rec)
         _record_norms(xp, ctx.grad_norms, dh_total, T)
         needs = ctx.needs_input_grad
         dh0 = carry + dh_rec if needs[1] else None
@@ -386,16 +395,20 @@ class GRUSequence(Function):
         if b_hh is not None:
             bias[: 2 * H] += b_hh[: 2 * H]
             b_hn = xp.ascontiguousarray(b_hh[2 * H :])
-        w_hh_t = _aligned_copy(xp, w_hh.T)
+        w_hh = xp.ascontiguousarray(w_hh)
         hs = _empty(xp, (T + 1, B, H), dtype)
         hs[T if reverse else 0] = h0
         hh = _scratch(xp, leases, (T, B, GH), dtype)  # per step h W_hh^T; its n slice is kept for backward
-        kernel = ctx.backend.kernel("gru_cell_forward")
-        matmul = xp.matmul
-        for t, p, n in _steps(T, reverse):
-            h_prev = hs[p]
-            matmul(h_prev, w_hh_t, out=hh[t])
-            kernel(gates[t], hh[t], bias, b_hn, h_prev, mask[t], hs[n])
+        drive = _driver(ctx, "gru_sequence_forward", dtype)
+        if drive is not None:
+            drive(gates, w_hh, bias, b_hn, hs, mask, hh, reverse)
+        else:
+            kernel = ctx.backend.kernel("gru_cell_forward")
+            matmul, w_hh_t = xp.matmul, w_hh.T
+            for t, p, n in _steps(T, reverse):
+                h_prev = hs[p]
+                matmul(h_prev, w_hh_t, out=hh[t])
+                kernel(gates[t], hh[t], bias, b_hn, h_prev, mask[t], hs[n])
         ctx.saved = (x2, gates, hh, hs, w_ih, w_hh, mask)
         ctx.reverse, ctx.grad_norms, ctx.w_index = reverse, grad_norms, 2
         return _outputs(xp, hs, mask, reverse, lengths), hs[0 if reverse else T]
@@ -414,15 +427,19 @@ class GRUSequence(Function):
         dgh = _scratch(xp, leases, (T, B, GH), dtype)
         dh_total = xp.empty((T, B, H), dtype=dtype) if ctx.grad_norms is not None else None
         scratch = xp.empty((B, H), dtype=dtype)
-        kernel = ctx.backend.kernel("gru_cell_backward")
-        matmul = xp.matmul
-        w_hh_a = _aligned_copy(xp, w_hh)
+        w_hh = xp.ascontiguousarray(w_hh)
         needs_dh0, t_first = ctx.needs_input_grad[1], (T - 1 if ctx.reverse else 0)
-        for t, p, n in _backward_steps(T, ctx.reverse):
-            kernel(gates[t], hh[t], hs[p], dout[t], carry, dh_rec, mask[t], dgx[t], dgh[t],
-                   scratch if dh_total is None else dh_total[t])
-            if t != t_first or needs_dh0:  # the last product only feeds dL/dh0
-                matmul(dgh[t], w_hh_a, out=dh_rec)
+        drive = _driver(ctx, "gru_sequence_backward", dtype)
+        if drive is not None:
+            drive(gates, hh, hs, dout, carry, dh_rec, mask, dgx, dgh, scratch[None] if dh_total is None else dh_total,
+                  w_hh, ctx.reverse, needs_dh0)
+        else:
+            kernel = ctx.backend.kernel("gru_cell_backward")
+            for t, p, n in _backward_steps(T, ctx.reverse):
+                kernel(gates[t], hh[t], hs[p], dout[t], carry, dh_rec, mask[t], dgx[t], dgh[t],
+                       scratch if dh_total is None else dh_total[t])
+                if t != t_first or needs_dh0:  # the last product only feeds dL/dh0
+                    xp.matmul(dgh[t], w_hh, out=dh_rec)
         _record_norms(xp, ctx.grad_norms, dh_total, T)
         dh0 = carry + dh_rec if ctx.needs_input_grad[1] else None
         dx, dw_ih, dw_hh, db_ih, db_hh = _input_and_weight_grads(
@@ -448,16 +465,20 @@ class RNNSequence(Function):
         ctx.leases = leases = []
         x2, gates = _project_inputs(xp, leases, x, w_ih, T, B, I, H, dtype)
         bias = _bias(xp, b_ih, b_hh, H, dtype)
-        w_hh_t = _aligned_copy(xp, w_hh.T)
+        w_hh = xp.ascontiguousarray(w_hh)
         hs = _empty(xp, (T + 1, B, H), dtype)
         hs[T if reverse else 0] = h0
         hh = _scratch(xp, leases, (B, H), dtype)
-        kernel = ctx.backend.kernel("rnn_cell_forward")
-        matmul = xp.matmul
-        for t, p, n in _steps(T, reverse):
-            h_prev = hs[p]
-            matmul(h_prev, w_hh_t, out=hh)
-            kernel(gates[t], hh, bias, h_prev, mask[t], hs[n], relu)
+        drive = _driver(ctx, "rnn_sequence_forward", dtype)
+        if drive is not None:
+            drive(gates, w_hh, bias, hs, mask, hh, reverse, relu)
+        else:
+            kernel = ctx.backend.kernel("rnn_cell_forward")
+            matmul, w_hh_t = xp.matmul, w_hh.T
+            for t, p, n in _steps(T, reverse):
+                h_prev = hs[p]
+                matmul(h_prev, w_hh_t, out=hh)
+                kernel(gates[t], hh, bias, h_prev, mask[t], hs[n], relu)
         # backward reads only the states; the projection buffer is reused for the gate gradients
         ctx.saved = (x2, gates, hs, w_ih, w_hh, mask)
         ctx.reverse, ctx.grad_norms, ctx.w_index, ctx.relu = reverse, grad_norms, 2, relu
@@ -474,16 +495,20 @@ class RNNSequence(Function):
         dh_rec = xp.zeros((B, H), dtype=dtype)
         dh_total = xp.empty((T, B, H), dtype=dtype) if ctx.grad_norms is not None else None
         scratch = xp.empty((B, H), dtype=dtype)
-        kernel = ctx.backend.kernel("rnn_cell_backward")
-        matmul = xp.matmul
-        w_hh_a = _aligned_copy(xp, w_hh)
+        w_hh = xp.ascontiguousarray(w_hh)
         needs_dh0, t_first = ctx.needs_input_grad[1], (T - 1 if ctx.reverse else 0)
         relu = ctx.relu
-        for t, p, n in _backward_steps(T, ctx.reverse):
-            kernel(hs[n], dout[t], carry, dh_rec, mask[t], dgates[t],
-                   scratch if dh_total is None else dh_total[t], relu)
-            if t != t_first or needs_dh0:  # the last product only feeds dL/dh0
-                matmul(dgates[t], w_hh_a, out=dh_rec)
+        drive = _driver(ctx, "rnn_sequence_backward", dtype)
+        if drive is not None:
+            drive(hs, dout, carry, dh_rec, mask, dgates, scratch[None] if dh_total is None else dh_total,
+                  w_hh, ctx.reverse, needs_dh0, relu)
+        else:
+            kernel = ctx.backend.kernel("rnn_cell_backward")
+            for t, p, n in _backward_steps(T, ctx.reverse):
+                kernel(hs[n], dout[t], carry, dh_rec, mask[t], dgates[t],
+                       scratch if dh_total is None else dh_total[t], relu)
+                if t != t_first or needs_dh0:  # the last product only feeds dL/dh0
+                    xp.matmul(dgates[t], w_hh, out=dh_rec)
         _record_norms(xp, ctx.grad_norms, dh_total, T)
         dh0 = carry + dh_rec if ctx.needs_input_grad[1] else None
         dx, dw_ih, dw_hh, db_ih, db_hh = _input_and_weight_grads(
