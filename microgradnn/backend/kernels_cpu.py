@@ -646,6 +646,39 @@ def _rnn_sequence_backward(hs, dout, carry, dh_rec, mask, dgates, dh_total, w_hh
             _gemm(dgates[t], w_hh, dh_rec, False, 0.0)
 
 
+# One time step of a batch-1 layer for sampling (nn/sampling.py): two matrix-vector
+# products in PyTorch's weight layout and the cell kernel, in one compiled call. ``x`` and
+# the states are (1, n) rows; ``gates`` and ``hh`` are (1, G*H) scratch rows.
+
+
+@njit(**_RNN_OPTS)
+def _lstm_sample_step(w_ih, w_hh, bias, x, h, c, gates, hh, h_new, c_new, active):
+    _gemv(w_ih, x[0], gates[0], 0.0)
+    _gemv(w_hh, h[0], hh[0], 0.0)
+    _lstm_cell_forward(gates, hh, bias, c, h, active, h_new, c_new)
+
+
+@njit(**_RNN_OPTS)
+def _gru_sample_step(w_ih, w_hh, bias, b_hn, x, h, gates, hh, h_new, active):
+    _gemv(w_ih, x[0], gates[0], 0.0)
+    _gemv(w_hh, h[0], hh[0], 0.0)
+    _gru_cell_forward(gates, hh, bias, b_hn, h, active, h_new)
+
+
+@njit(**_RNN_OPTS)
+def _rnn_sample_step(w_ih, w_hh, bias, x, h, gates, hh, h_new, active, relu):
+    _gemv(w_ih, x[0], gates[0], 0.0)
+    _gemv(w_hh, h[0], hh[0], 0.0)
+    _rnn_cell_forward(gates, hh, bias, h, active, h_new, relu)
+
+
+@njit(cache=True, nogil=True)
+def _affine_row(w, x, b, y):
+    """y = w @ x + b for one row: the projection of an LSTM with proj_size and the head."""
+    y[:] = b
+    _gemv(w, x, y, 1.0)
+
+
 #: name -> compiled whole-sequence driver; empty where numpy's BLAS can't be called
 #: from compiled code (then ops/recurrent.py keeps its per-step loop).
 SEQUENCE_DRIVERS = {
@@ -655,6 +688,10 @@ SEQUENCE_DRIVERS = {
     "gru_sequence_backward": _gru_sequence_backward,
     "rnn_sequence_forward": _rnn_sequence_forward,
     "rnn_sequence_backward": _rnn_sequence_backward,
+    "lstm_sample_step": _lstm_sample_step,
+    "gru_sample_step": _gru_sample_step,
+    "rnn_sample_step": _rnn_sample_step,
+    "affine_row": _affine_row,
 } if _cblas.AVAILABLE else {}
 
 
