@@ -19,6 +19,15 @@ buffers and the kernels work in place. The kernels come from ``ctx.backend.kerne
 on the CPU, CuPy on the GPU) and the code here only uses ``ctx.xp``, so one body serves
 both devices.
 
+On the CPU the step loop itself is compiled: ``ctx.backend.sequence_driver(name)`` hands
+out a numba function that runs all T steps (per step the same GEMM, through numpy's own
+OpenBLAS, and the same cell kernel) without coming back to the interpreter
+(backend/kernels_cpu.py, backend/cblas.py). Other backends, float16, and a numpy without
+those BLAS symbols run the Python loop below; both give the same numbers (tested).
+The weights are read in PyTorch's (G*H, H) layout every call, the forward product as a
+GEMM with a transposed operand: there is no prepared copy to go stale after an optimizer
+step, a ``load_state_dict`` or a LoRA merge, and none is made per call.
+
 Variable lengths (``lengths``, (B,) ints in 1..T) follow PyTorch's packed sequences: at a
 step ``t >= lengths[b]`` row b keeps its state and outputs 0, so ``h_n`` is each
 sequence's state at its own end; with ``reverse=True`` each sequence runs from its own last
@@ -47,9 +56,11 @@ benchmarks/bench_rnn_step.py), and what it taught:
   to the kernel): ~9 ms of a 45 ms step. Internal buffers come from a small workspace;
   arrays the caller keeps (the state buffer the output views, weight gradients) cannot,
   and the CPU backend's malloc settings (backend/cpu.py) keep those from faulting.
-* Operands aligned to 64 bytes make the per-step GEMMs ~20% faster than numpy's default
-  16-byte alignment.
-* Python overhead is ~2.5 us per step (a GEMM call plus a numba dispatch), ~1% here.
+* Operands aligned to 64 bytes made the per-step GEMMs ~20% faster than numpy's default
+  16-byte alignment when measured for the first round; the whole-sequence drivers use W_hh
+  where it lies (no copy per call) and the state buffers stay 64-byte aligned.
+* Python overhead was ~2.5 us per step (a GEMM call plus a numba dispatch), ~1% at this
+  size but most of the step at H <= 128: the reason for the compiled drivers.
 * numba ``parallel=True`` kernels collide with OpenBLAS's spinning worker threads (10x
   slower); the kernels stay single-threaded. A feature-major layout ((H, B) states) makes
   the per-step GEMMs ~20% faster, but its kernels vectorise over only the B = 32 batch
