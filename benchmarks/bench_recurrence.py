@@ -17,6 +17,8 @@ two losses are checked to agree before anything is timed):
   Linear 65, greedy (argmax) so the figure is the model's: microgradnn's
   ``nn.sampling.RecurrentSampler.step`` against torch's layer called per token under
   ``torch.no_grad()`` with the state carried. Target: tokens/s >= torch's at H 128 and 512;
+* ``drivers`` (not in the default set): the compiled time loop against the per-step
+  Python loop it replaced, both microgradnn, in the same blocks as torch;
 * ``contention``: the char-LM example's step (examples/char_lstm_stdlib.yaml: Embedding
   64 -> LSTM 256 -> Linear, B 32, T 64, Adam) for N steps, on the machine as it is and
   with one competing CPU-bound process (a Python busy loop), microgradnn under the
@@ -73,6 +75,30 @@ def sweep(repeat: int) -> None:
         check_losses(steps, f"H{H}")
         n = max(2, repeat // 3) if H * T * B >= 512 * 128 * 64 // 2 else repeat
         _ratio_line(f"H {H} x{L}, T {T}, B {B}", blocks(steps, n), 1.0)
+
+
+def drivers(repeat: int) -> None:
+    """The compiled time loop against the per-step Python loop it replaced (same process,
+    same kernels; the per-step loop is what runs when ``SEQUENCE_DRIVERS`` is empty)."""
+    from microgradnn.backend import kernels_cpu
+
+    table = dict(kernels_cpu.SEQUENCE_DRIVERS)
+    print("\ncompiled time loop vs per-step Python loop (char-LM step)   drivers  per-step  torch   ratios")
+    for H, L, T, B in [(64, 1, 64, 32), (128, 2, 64, 32), (128, 2, 64, 4), (256, 2, 64, 32)]:
+        steps = build_charlm_step(T=T, B=B, vocab=65, embed=64, hidden=H, layers=L)
+        check_losses(steps, f"H{H}")
+
+        def per_step(step=steps["mg"]):
+            kernels_cpu.SEQUENCE_DRIVERS.clear()
+            try:
+                return step()
+            finally:
+                kernels_cpu.SEQUENCE_DRIVERS.update(table)
+
+        t = blocks({"mg": steps["mg"], "loop": per_step, "torch": steps["torch"]}, repeat)
+        d, lp, tt = (t[k]["median"] * 1e3 for k in ("mg", "loop", "torch"))
+        print(f"H {H} x{L}, T {T}, B {B:<17} {d:9.2f} {lp:9.2f} {tt:9.2f} ms   drivers/torch {d / tt:.2f}x, "
+              f"per-step/torch {lp / tt:.2f}x, drivers/per-step {d / lp:.2f}x", flush=True)
 
 
 def issue3(repeat: int) -> None:
@@ -177,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--only", nargs="+", default=["issue3", "sweep", "sampling", "contention"],
-                        choices=["issue3", "sweep", "sampling", "contention"])
+                        choices=["issue3", "sweep", "sampling", "contention", "drivers"])
     parser.add_argument("--steps", type=int, default=200, help="steps per contention figure (default 200)")
     args = parser.parse_args(argv)
     import torch
@@ -202,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
                 contention(args.steps)
                 policy = threads.apply_threads(2)
             else:
-                {"issue3": issue3, "sweep": sweep, "sampling": sampling}[name](repeat)
+                {"issue3": issue3, "sweep": sweep, "sampling": sampling, "drivers": drivers}[name](repeat)
     finally:
         policy.restore()
 
