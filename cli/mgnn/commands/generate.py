@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from ..errors import EXIT_FAILED, EXIT_OK
-from .base import Command, console, nonneg_float, nonneg_int, positive_int
+from .base import Command, apply_thread_policy, console, nonneg_float, nonneg_int, positive_int, threads_option
 
 
 class Generate(Command):
@@ -23,9 +23,12 @@ class Generate(Command):
         p.add_argument("--top-k", type=positive_int, default=None, help="sample among the k likeliest only")
         p.add_argument("--seed", type=int, default=None, help="make the sample repeatable")
         p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint file")
+        threads_option(p)
 
     def run(self, args: Any) -> int:
         from microgradnn.train import generate
+
+        apply_thread_policy(args.threads)
 
         out_console = console()
         prompt = args.prompt.replace("\\n", "\n").replace("\\t", "\t")  # --prompt "def f():\\n"
