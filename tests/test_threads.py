@@ -67,3 +67,13 @@ print(json.dumps([before, after]))
 
     before, after = json.loads(res.stdout.strip().splitlines()[-1])
     assert before and before == after
+
+
+def test_spec_has_train_threads():
+    from microgradnn.spec import SpecError, load_spec
+
+    spec = load_spec("examples/char_lstm_stdlib.yaml", ["train.threads=2"])
+    assert spec.train.threads == 2
+    assert load_spec("examples/char_lstm_stdlib.yaml", []).train.threads is None
+    with pytest.raises(SpecError, match="train.threads"):
+        load_spec("examples/char_lstm_stdlib.yaml", ["train.threads=0"])
