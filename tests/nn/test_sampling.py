@@ -41,7 +41,7 @@ def _reference_logits(model, ids):
 
 @pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("cell,kw", [("lstm", {}), ("gru", {}), ("rnn_tanh", {}), ("rnn_relu", {}),
+@pytest.mark.parametrize("cell,kw", [("lstm", {}), ("gru", {}), ("rnn", {}), ("rnn_relu", {}),
                                      ("lstm", {"init_state": "learned"}), ("gru", {"init_state": "learned"})])
 def test_steps_match_model_forward(monkeypatch, compiled, dtype, cell, kw):
     if not compiled:
