@@ -51,6 +51,14 @@ class Backend:
             fn = self._kernels[name] = self._load_kernel(name)
             return fn
 
+    def sequence_driver(self, name: str) -> Callable | None:
+        """A compiled whole-sequence loop (``"lstm_sequence_forward"``, ...) or None.
+
+        Only the CPU backend has them (backend/kernels_cpu.py); elsewhere, and where they
+        are unavailable, the recurrent ops run their per-step loop from Python, which gives
+        the same numbers. Not a kernel name: the three kernel tables stay in step without it."""
+        return None
+
     # Scatter-add (``a[idx] += v`` with repeated indices summed) is spelled differently
     # by numpy and cupy; it is the one array primitive the backends must provide.
     def index_add(self, target: Any, index: Any, values: Any) -> None:

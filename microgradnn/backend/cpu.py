@@ -62,5 +62,10 @@ class CPUBackend(Backend):
     def to_host(self, array: Any) -> np.ndarray:
         return np.asarray(array)
 
+    def sequence_driver(self, name: str) -> Callable | None:
+        from . import kernels_cpu
+
+        return kernels_cpu.SEQUENCE_DRIVERS.get(name)
+
     def index_add(self, target: Any, index: Any, values: Any) -> None:
         np.add.at(target, index, values)

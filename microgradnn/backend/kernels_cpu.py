@@ -522,6 +522,179 @@ def rnn_cell_backward(h_new, dout, carry, dh_rec, active, dgates, dh_total, relu
     _rnn_cell_backward(h_new, dout, carry, dh_rec, active, dgates, dh_total, bool(relu))
 
 
+# ----------------------------------------------------------------- whole-sequence drivers
+# The time loop of a fused recurrent layer, compiled: per step one BLAS call (numpy's own
+# OpenBLAS, see backend/cblas.py) and one of the cell kernels above, with no return to the
+# interpreter in between. ops/recurrent.py calls them through ``backend.sequence_driver``;
+# they are a CPU-side structure, not kernels every backend must have (the CUDA backend runs
+# the same per-step kernels from its Python loop), so they are not in the kernel tables the
+# parity test compares. Their reference is that per-step loop: tests/test_sequence_drivers.py
+# checks both give the same numbers. Weights are used in PyTorch's own (G*H, H) layout: the
+# forward product h @ W_hh^T is a GEMM with a transposed operand, so there is no copy of
+# W_hh to prepare or to refresh after an optimizer step.
+
+from numba import types as _t  # noqa: E402
+
+from . import cblas as _cblas  # noqa: E402
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_i32, _i64 = _t.int32, _t.int64
+_gemm_args = lambda real: (_i32, _i32, _i32, _i64, _i64, _i64, real, _i64, _i64, _i64, _i64, real, _i64, _i64)  # noqa: E731
+_gemv_args = lambda real: (_i32, _i32, _i64, _i64, real, _i64, _i64, _i64, _i64, real, _i64, _i64)  # noqa: E731
+_sgemm = _t.ExternalFunction(_cblas.SGEMM, _t.void(*_gemm_args(_t.float32)))
+_dgemm = _t.ExternalFunction(_cblas.DGEMM, _t.void(*_gemm_args(_t.float64)))
+_sgemv = _t.ExternalFunction(_cblas.SGEMV, _t.void(*_gemv_args(_t.float32)))
+_dgemv = _t.ExternalFunction(_cblas.DGEMV, _t.void(*_gemv_args(_t.float64)))
+
+
+@njit(cache=True, nogil=True)
+def _gemm(a, b, c, trans_b, beta):
+    """c = a @ b (or a @ b.T when ``trans_b``) + beta * c. Rows of a, b, c must be
+    contiguous (any row stride); all three share one float dtype."""
+    M, K = a.shape
+    N = c.shape[1]
+    size = a.itemsize
+    lda, ldb, ldc = a.strides[0] // size, b.strides[0] // size, c.strides[0] // size
+    tb = _TRANS if trans_b else _NO_TRANS
+    if size == 4:
+        _sgemm(_ROW_MAJOR, _NO_TRANS, tb, M, N, K, np.float32(1.0), a.ctypes.data, max(lda, 1),
+               b.ctypes.data, max(ldb, 1), np.float32(beta), c.ctypes.data, max(ldc, 1))
+    else:
+        _dgemm(_ROW_MAJOR, _NO_TRANS, tb, M, N, K, 1.0, a.ctypes.data, max(lda, 1),
+               b.ctypes.data, max(ldb, 1), beta, c.ctypes.data, max(ldc, 1))
+
+
+@njit(cache=True, nogil=True)
+def _gemv(w, x, y, beta):
+    """y = w @ x + beta * y for a C-contiguous (M, N) w and contiguous x (N,), y (M,)."""
+    M, N = w.shape
+    if w.itemsize == 4:
+        _sgemv(_ROW_MAJOR, _NO_TRANS, M, N, np.float32(1.0), w.ctypes.data, max(N, 1), x.ctypes.data, 1,
+               np.float32(beta), y.ctypes.data, 1)
+    else:
+        _dgemv(_ROW_MAJOR, _NO_TRANS, M, N, 1.0, w.ctypes.data, max(N, 1), x.ctypes.data, 1, beta, y.ctypes.data, 1)
+
+
+@njit(cache=True, nogil=True)
+def _slots(T, s, reverse):
+    """Step s of the processing order: (t, slot of h_{t-1}, slot of h_t) (ops/recurrent._steps)."""
+    if reverse:
+        t = T - 1 - s
+        return t, t + 1, t
+    return s, s, s + 1
+
+
+@njit(**_RNN_OPTS)
+def _lstm_sequence_forward(gates, w_hh, bias, hs, cs, mask, hh, reverse):
+    T = gates.shape[0]
+    for s in range(T):
+        t, p, n = _slots(T, s, reverse)
+        _gemm(hs[p], w_hh, hh, True, 0.0)
+        _lstm_cell_forward(gates[t], hh, bias, cs[p], hs[p], mask[t], hs[n], cs[n])
+
+
+@njit(**_RNN_OPTS)
+def _lstm_sequence_backward(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_total, w_hh, reverse, needs_dh0):
+    T = acts.shape[0]
+    record = dh_total.shape[0] == T  # else one (1, B, H) scratch step
+    for k in range(T):
+        t, p, n = _slots(T, T - 1 - k, reverse)  # backward visits the last processed step first
+        _lstm_cell_backward(acts[t], cs[p], cs[n], dout[t], carry, dh_rec, dc, mask[t], dgates[t],
+                            dh_total[t] if record else dh_total[0])
+        if k != T - 1 or needs_dh0:  # the last product only feeds dL/dh0
+            _gemm(dgates[t], w_hh, dh_rec, False, 0.0)
+
+
+@njit(**_RNN_OPTS)
+def _gru_sequence_forward(gates, w_hh, bias, b_hn, hs, mask, hh, reverse):
+    T = gates.shape[0]
+    for s in range(T):
+        t, p, n = _slots(T, s, reverse)
+        _gemm(hs[p], w_hh, hh[t], True, 0.0)
+        _gru_cell_forward(gates[t], hh[t], bias, b_hn, hs[p], mask[t], hs[n])
+
+
+@njit(**_RNN_OPTS)
+def _gru_sequence_backward(acts, hh, hs, dout, carry, dh_rec, mask, dgx, dgh, dh_total, w_hh, reverse, needs_dh0):
+    T = acts.shape[0]
+    record = dh_total.shape[0] == T  # else one (1, B, H) scratch step
+    for k in range(T):
+        t, p, n = _slots(T, T - 1 - k, reverse)
+        _gru_cell_backward(acts[t], hh[t], hs[p], dout[t], carry, dh_rec, mask[t], dgx[t], dgh[t],
+                           dh_total[t] if record else dh_total[0])
+        if k != T - 1 or needs_dh0:
+            _gemm(dgh[t], w_hh, dh_rec, False, 0.0)
+
+
+@njit(**_RNN_OPTS)
+def _rnn_sequence_forward(gates, w_hh, bias, hs, mask, hh, reverse, relu):
+    T = gates.shape[0]
+    for s in range(T):
+        t, p, n = _slots(T, s, reverse)
+        _gemm(hs[p], w_hh, hh, True, 0.0)
+        _rnn_cell_forward(gates[t], hh, bias, hs[p], mask[t], hs[n], relu)
+
+
+@njit(**_RNN_OPTS)
+def _rnn_sequence_backward(hs, dout, carry, dh_rec, mask, dgates, dh_total, w_hh, reverse, needs_dh0, relu):
+    T = dgates.shape[0]
+    record = dh_total.shape[0] == T  # else one (1, B, H) scratch step
+    for k in range(T):
+        t, p, n = _slots(T, T - 1 - k, reverse)
+        _rnn_cell_backward(hs[n], dout[t], carry, dh_rec, mask[t], dgates[t], dh_total[t] if record else dh_total[0], relu)
+        if k != T - 1 or needs_dh0:
+            _gemm(dgates[t], w_hh, dh_rec, False, 0.0)
+
+
+# One time step of a batch-1 layer for sampling (nn/sampling.py): two matrix-vector
+# products in PyTorch's weight layout and the cell kernel, in one compiled call. ``x`` and
+# the states are (1, n) rows; ``gates`` and ``hh`` are (1, G*H) scratch rows.
+
+
+@njit(**_RNN_OPTS)
+def _lstm_sample_step(w_ih, w_hh, bias, x, h, c, gates, hh, h_new, c_new, active):
+    _gemv(w_ih, x[0], gates[0], 0.0)
+    _gemv(w_hh, h[0], hh[0], 0.0)
+    _lstm_cell_forward(gates, hh, bias, c, h, active, h_new, c_new)
+
+
+@njit(**_RNN_OPTS)
+def _gru_sample_step(w_ih, w_hh, bias, b_hn, x, h, gates, hh, h_new, active):
+    _gemv(w_ih, x[0], gates[0], 0.0)
+    _gemv(w_hh, h[0], hh[0], 0.0)
+    _gru_cell_forward(gates, hh, bias, b_hn, h, active, h_new)
+
+
+@njit(**_RNN_OPTS)
+def _rnn_sample_step(w_ih, w_hh, bias, x, h, gates, hh, h_new, active, relu):
+    _gemv(w_ih, x[0], gates[0], 0.0)
+    _gemv(w_hh, h[0], hh[0], 0.0)
+    _rnn_cell_forward(gates, hh, bias, h, active, h_new, relu)
+
+
+@njit(cache=True, nogil=True)
+def _affine_row(w, x, b, y):
+    """y = w @ x + b for one row: the projection of an LSTM with proj_size and the head."""
+    y[:] = b
+    _gemv(w, x, y, 1.0)
+
+
+#: name -> compiled whole-sequence driver; empty where numpy's BLAS can't be called
+#: from compiled code (then ops/recurrent.py keeps its per-step loop).
+SEQUENCE_DRIVERS = {
+    "lstm_sequence_forward": _lstm_sequence_forward,
+    "lstm_sequence_backward": _lstm_sequence_backward,
+    "gru_sequence_forward": _gru_sequence_forward,
+    "gru_sequence_backward": _gru_sequence_backward,
+    "rnn_sequence_forward": _rnn_sequence_forward,
+    "rnn_sequence_backward": _rnn_sequence_backward,
+    "lstm_sample_step": _lstm_sample_step,
+    "gru_sample_step": _gru_sample_step,
+    "rnn_sample_step": _rnn_sample_step,
+    "affine_row": _affine_row,
+} if _cblas.AVAILABLE else {}
+
+
 # ----------------------------------------------------------------- optimizer updates
 # One pass over memory per parameter, in place on the parameter and its state; the grad is
 # only read. The arithmetic is torch.optim's (see reference.py), done in float64 and stored

@@ -19,6 +19,15 @@ buffers and the kernels work in place. The kernels come from ``ctx.backend.kerne
 on the CPU, CuPy on the GPU) and the code here only uses ``ctx.xp``, so one body serves
 both devices.
 
+On the CPU the step loop itself is compiled: ``ctx.backend.sequence_driver(name)`` hands
+out a numba function that runs all T steps (per step the same GEMM, through numpy's own
+OpenBLAS, and the same cell kernel) without coming back to the interpreter
+(backend/kernels_cpu.py, backend/cblas.py). Other backends, float16, and a numpy without
+those BLAS symbols run the Python loop below; both give the same numbers (tested).
+The weights are read in PyTorch's (G*H, H) layout every call, the forward product as a
+GEMM with a transposed operand: there is no prepared copy to go stale after an optimizer
+step, a ``load_state_dict`` or a LoRA merge, and none is made per call.
+
 Variable lengths (``lengths``, (B,) ints in 1..T) follow PyTorch's packed sequences: at a
 step ``t >= lengths[b]`` row b keeps its state and outputs 0, so ``h_n`` is each
 sequence's state at its own end; with ``reverse=True`` each sequence runs from its own last
@@ -47,9 +56,11 @@ benchmarks/bench_rnn_step.py), and what it taught:
   to the kernel): ~9 ms of a 45 ms step. Internal buffers come from a small workspace;
   arrays the caller keeps (the state buffer the output views, weight gradients) cannot,
   and the CPU backend's malloc settings (backend/cpu.py) keep those from faulting.
-* Operands aligned to 64 bytes make the per-step GEMMs ~20% faster than numpy's default
-  16-byte alignment.
-* Python overhead is ~2.5 us per step (a GEMM call plus a numba dispatch), ~1% here.
+* Operands aligned to 64 bytes made the per-step GEMMs ~20% faster than numpy's default
+  16-byte alignment when measured for the first round; the whole-sequence drivers use W_hh
+  where it lies (no copy per call) and the state buffers stay 64-byte aligned.
+* Python overhead was ~2.5 us per step (a GEMM call plus a numba dispatch), ~1% at this
+  size but most of the step at H <= 128: the reason for the compiled drivers.
 * numba ``parallel=True`` kernels collide with OpenBLAS's spinning worker threads (10x
   slower); the kernels stay single-threaded. A feature-major layout ((H, B) states) makes
   the per-step GEMMs ~20% faster, but its kernels vectorise over only the B = 32 batch
@@ -86,11 +97,12 @@ def _empty(xp, shape: tuple, dtype: Any):
     return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
-def _aligned_copy(xp, array):
-    """A C-contiguous, cache-line-aligned copy of ``array`` (for GEMM operands used 64 times)."""
-    out = _empty(xp, array.shape, array.dtype)
-    out[...] = array
-    return out
+def _driver(ctx, name: str, dtype: Any):
+    """The backend's compiled whole-sequence loop ``name`` (CPU, float32/float64), or None:
+    then the op runs the same per-step kernels from its own Python loop."""
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        return None
+    return ctx.backend.sequence_driver(name)
 
 
 
@@ -312,19 +324,23 @@ class LSTMSequence(Function):
         ctx.leases = leases = []
         x2, gates = _project_inputs(xp, leases, x, w_ih, T, B, I, GH, dtype)
         bias = _bias(xp, b_ih, b_hh, GH, dtype)
-        w_hh_t = _aligned_copy(xp, w_hh.T)
+        w_hh = xp.ascontiguousarray(w_hh)  # PyTorch's layout, used as it is (no per-call copy)
         hs = _empty(xp, (T + 1, B, H), dtype)  # not leased: the output is a view of it
         cs = _scratch(xp, leases, (T + 1, B, H), dtype)
         first = T if reverse else 0
         hs[first] = h0
         cs[first] = c0
         hh = _scratch(xp, leases, (B, GH), dtype)
-        kernel = ctx.backend.kernel("lstm_cell_forward")
-        matmul = xp.matmul
-        for t, p, n in _steps(T, reverse):
-            h_prev = hs[p]
-            matmul(h_prev, w_hh_t, out=hh)
-            kernel(gates[t], hh, bias, cs[p], h_prev, mask[t], hs[n], cs[n])
+        drive = _driver(ctx, "lstm_sequence_forward", dtype)
+        if drive is not None:
+            drive(gates, w_hh, bias, hs, cs, mask, hh, reverse)
+        else:
+            kernel = ctx.backend.kernel("lstm_cell_forward")
+            matmul, w_hh_t = xp.matmul, w_hh.T
+            for t, p, n in _steps(T, reverse):
+                h_prev = hs[p]
+                matmul(h_prev, w_hh_t, out=hh)
+                kernel(gates[t], hh, bias, cs[p], h_prev, mask[t], hs[n], cs[n])
         last = 0 if reverse else T
         ctx.saved = (x2, gates, hs, cs, w_ih, w_hh, mask)
         ctx.reverse, ctx.grad_norms, ctx.w_index = reverse, grad_norms, 3
@@ -344,15 +360,19 @@ class LSTMSequence(Function):
         dgates = _scratch(xp, leases, (T, B, GH), dtype)
         dh_total = xp.empty((T, B, H), dtype=dtype) if ctx.grad_norms is not None else None
         scratch = xp.empty((B, H), dtype=dtype)
-        kernel = ctx.backend.kernel("lstm_cell_backward")
-        matmul = xp.matmul
-        w_hh_a = _aligned_copy(xp, w_hh)
+        w_hh = xp.ascontiguousarray(w_hh)
         needs_dh0, t_first = ctx.needs_input_grad[1], (T - 1 if ctx.reverse else 0)
-        for t, p, n in _backward_steps(T, ctx.reverse):
-            kernel(gates[t], cs[p], cs[n], dout[t], carry, dh_rec, dc, mask[t], dgates[t],
-                   scratch if dh_total is None else dh_total[t])
-            if t != t_first or needs_dh0:  # the last product only feeds dL/dh0
-                matmul(dgates[t], w_hh_a, out=dh_rec)
+        drive = _driver(ctx, "lstm_sequence_backward", dtype)
+        if drive is not None:
+            drive(gates, cs, dout, carry, dh_rec, dc, mask, dgates, scratch[None] if dh_total is None else dh_total,
+                  w_hh, ctx.reverse, needs_dh0)
+        else:
+            kernel = ctx.backend.kernel("lstm_cell_backward")
+            for t, p, n in _backward_steps(T, ctx.reverse):
+                kernel(gates[t], cs[p], cs[n], dout[t], carry, dh_rec, dc, mask[t], dgates[t],
+                       scratch if dh_total is None else dh_total[t])
+                if t != t_first or needs_dh0:  # the last product only feeds dL/dh0
+                    xp.matmul(dgates[t], w_hh, out=dh_rec)
         _record_norms(xp, ctx.grad_norms, dh_total, T)
         needs = ctx.needs_input_grad
         dh0 = carry + dh_rec if needs[1] else None
@@ -383,16 +403,20 @@ class GRUSequence(Function):
         if b_hh is not None:
             bias[: 2 * H] += b_hh[: 2 * H]
             b_hn = xp.ascontiguousarray(b_hh[2 * H :])
-        w_hh_t = _aligned_copy(xp, w_hh.T)
+        w_hh = xp.ascontiguousarray(w_hh)
         hs = _empty(xp, (T + 1, B, H), dtype)
         hs[T if reverse else 0] = h0
         hh = _scratch(xp, leases, (T, B, GH), dtype)  # per step h W_hh^T; its n slice is kept for backward
-        kernel = ctx.backend.kernel("gru_cell_forward")
-        matmul = xp.matmul
-        for t, p, n in _steps(T, reverse):
-            h_prev = hs[p]
-            matmul(h_prev, w_hh_t, out=hh[t])
-            kernel(gates[t], hh[t], bias, b_hn, h_prev, mask[t], hs[n])
+        drive = _driver(ctx, "gru_sequence_forward", dtype)
+        if drive is not None:
+            drive(gates, w_hh, bias, b_hn, hs, mask, hh, reverse)
+        else:
+            kernel = ctx.backend.kernel("gru_cell_forward")
+            matmul, w_hh_t = xp.matmul, w_hh.T
+            for t, p, n in _steps(T, reverse):
+                h_prev = hs[p]
+                matmul(h_prev, w_hh_t, out=hh[t])
+                kernel(gates[t], hh[t], bias, b_hn, h_prev, mask[t], hs[n])
         ctx.saved = (x2, gates, hh, hs, w_ih, w_hh, mask)
         ctx.reverse, ctx.grad_norms, ctx.w_index = reverse, grad_norms, 2
         return _outputs(xp, hs, mask, reverse, lengths), hs[0 if reverse else T]
@@ -411,15 +435,19 @@ class GRUSequence(Function):
         dgh = _scratch(xp, leases, (T, B, GH), dtype)
         dh_total = xp.empty((T, B, H), dtype=dtype) if ctx.grad_norms is not None else None
         scratch = xp.empty((B, H), dtype=dtype)
-        kernel = ctx.backend.kernel("gru_cell_backward")
-        matmul = xp.matmul
-        w_hh_a = _aligned_copy(xp, w_hh)
+        w_hh = xp.ascontiguousarray(w_hh)
         needs_dh0, t_first = ctx.needs_input_grad[1], (T - 1 if ctx.reverse else 0)
-        for t, p, n in _backward_steps(T, ctx.reverse):
-            kernel(gates[t], hh[t], hs[p], dout[t], carry, dh_rec, mask[t], dgx[t], dgh[t],
-                   scratch if dh_total is None else dh_total[t])
-            if t != t_first or needs_dh0:  # the last product only feeds dL/dh0
-                matmul(dgh[t], w_hh_a, out=dh_rec)
+        drive = _driver(ctx, "gru_sequence_backward", dtype)
+        if drive is not None:
+            drive(gates, hh, hs, dout, carry, dh_rec, mask, dgx, dgh, scratch[None] if dh_total is None else dh_total,
+                  w_hh, ctx.reverse, needs_dh0)
+        else:
+            kernel = ctx.backend.kernel("gru_cell_backward")
+            for t, p, n in _backward_steps(T, ctx.reverse):
+                kernel(gates[t], hh[t], hs[p], dout[t], carry, dh_rec, mask[t], dgx[t], dgh[t],
+                       scratch if dh_total is None else dh_total[t])
+                if t != t_first or needs_dh0:  # the last product only feeds dL/dh0
+                    xp.matmul(dgh[t], w_hh, out=dh_rec)
         _record_norms(xp, ctx.grad_norms, dh_total, T)
         dh0 = carry + dh_rec if ctx.needs_input_grad[1] else None
         dx, dw_ih, dw_hh, db_ih, db_hh = _input_and_weight_grads(
@@ -445,16 +473,20 @@ class RNNSequence(Function):
         ctx.leases = leases = []
         x2, gates = _project_inputs(xp, leases, x, w_ih, T, B, I, H, dtype)
         bias = _bias(xp, b_ih, b_hh, H, dtype)
-        w_hh_t = _aligned_copy(xp, w_hh.T)
+        w_hh = xp.ascontiguousarray(w_hh)
         hs = _empty(xp, (T + 1, B, H), dtype)
         hs[T if reverse else 0] = h0
         hh = _scratch(xp, leases, (B, H), dtype)
-        kernel = ctx.backend.kernel("rnn_cell_forward")
-        matmul = xp.matmul
-        for t, p, n in _steps(T, reverse):
-            h_prev = hs[p]
-            matmul(h_prev, w_hh_t, out=hh)
-            kernel(gates[t], hh, bias, h_prev, mask[t], hs[n], relu)
+        drive = _driver(ctx, "rnn_sequence_forward", dtype)
+        if drive is not None:
+            drive(gates, w_hh, bias, hs, mask, hh, reverse, relu)
+        else:
+            kernel = ctx.backend.kernel("rnn_cell_forward")
+            matmul, w_hh_t = xp.matmul, w_hh.T
+            for t, p, n in _steps(T, reverse):
+                h_prev = hs[p]
+                matmul(h_prev, w_hh_t, out=hh)
+                kernel(gates[t], hh, bias, h_prev, mask[t], hs[n], relu)
         # backward reads only the states; the projection buffer is reused for the gate gradients
         ctx.saved = (x2, gates, hs, w_ih, w_hh, mask)
         ctx.reverse, ctx.grad_norms, ctx.w_index, ctx.relu = reverse, grad_norms, 2, relu
@@ -471,16 +503,20 @@ class RNNSequence(Function):
         dh_rec = xp.zeros((B, H), dtype=dtype)
         dh_total = xp.empty((T, B, H), dtype=dtype) if ctx.grad_norms is not None else None
         scratch = xp.empty((B, H), dtype=dtype)
-        kernel = ctx.backend.kernel("rnn_cell_backward")
-        matmul = xp.matmul
-        w_hh_a = _aligned_copy(xp, w_hh)
+        w_hh = xp.ascontiguousarray(w_hh)
         needs_dh0, t_first = ctx.needs_input_grad[1], (T - 1 if ctx.reverse else 0)
         relu = ctx.relu
-        for t, p, n in _backward_steps(T, ctx.reverse):
-            kernel(hs[n], dout[t], carry, dh_rec, mask[t], dgates[t],
-                   scratch if dh_total is None else dh_total[t], relu)
-            if t != t_first or needs_dh0:  # the last product only feeds dL/dh0
-                matmul(dgates[t], w_hh_a, out=dh_rec)
+        drive = _driver(ctx, "rnn_sequence_backward", dtype)
+        if drive is not None:
+            drive(hs, dout, carry, dh_rec, mask, dgates, scratch[None] if dh_total is None else dh_total,
+                  w_hh, ctx.reverse, needs_dh0, relu)
+        else:
+            kernel = ctx.backend.kernel("rnn_cell_backward")
+            for t, p, n in _backward_steps(T, ctx.reverse):
+                kernel(hs[n], dout[t], carry, dh_rec, mask[t], dgates[t],
+                       scratch if dh_total is None else dh_total[t], relu)
+                if t != t_first or needs_dh0:  # the last product only feeds dL/dh0
+                    xp.matmul(dgates[t], w_hh, out=dh_rec)
         _record_norms(xp, ctx.grad_norms, dh_total, T)
         dh0 = carry + dh_rec if ctx.needs_input_grad[1] else None
         dx, dw_ih, dw_hh, db_ih, db_hh = _input_and_weight_grads(

@@ -150,6 +150,8 @@ SCHEMA: tuple[Field, ...] = (
     F("train.metrics", "names", [], "validation metrics besides the loss (accuracy, f1, perplexity, bleu)",
       kind="metrics"),
     F("train.track_grad_norms", "bool", False, "record the gradient norm reaching each time step"),
+    F("train.threads", "int", None, "BLAS and numba threads (null: one fewer than the usable cores, 1 to 8)",
+      nullable=True, low=1),
     F("finetune", "section", None, "fine-tune a trained model instead of starting from scratch", nullable=True),
     F("finetune.from", "str", None, "the run folder or checkpoint file to start from", required=True),
     F("finetune.strategy", "component", "full", "full, freeze, bitfit, lora, adalora, ia3, adapter, prefix, prompt",

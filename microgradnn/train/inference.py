@@ -292,6 +292,7 @@ def generate(run_dir: str | os.PathLike, prompt: str = "\n", length: int = 200, 
         # before the text once, not before each new character fed back with the state.
         prompt_param = model._parameters.get("prompt")
         model._parameters["prompt"] = None
+        sampler = _step_sampler(run, state)
         try:
             for _ in range(length):
                 nxt = _sample(logits, float(temperature), top_k, rng, banned)
@@ -299,11 +300,32 @@ def generate(run_dir: str | os.PathLike, prompt: str = "\n", length: int = 200, 
                 pieces.append(piece)
                 if stream is not None:
                     stream(piece)
+                if sampler is not None:  # one compiled step per token, no graph, no sequence call
+                    logits = sampler.step(nxt)
+                    continue
                 out, state = model(make_tensor(np.asarray([[nxt]], dtype=np.int64), device=device), state)
                 logits = np.asarray(to_host(out))[0, -1]
         finally:
             model._parameters["prompt"] = prompt_param
     return "".join(pieces)
+
+
+def _step_sampler(run: LoadedRun, state: Any) -> Any:
+    """A :class:`~microgradnn.nn.sampling.RecurrentSampler` continuing from ``state``, for
+    the plain embedding -> RNN/LSTM/GRU -> head model; None for anything else (a plugin
+    cell, or a fine-tune strategy that may change the forward), which then steps through
+    the model's own forward."""
+    from ..models import SequenceModel
+    from ..nn.rnn import RNNBase
+    from ..nn.sampling import RecurrentSampler
+
+    model = run.model
+    if (type(model) is not SequenceModel or run.strategy is not None or model.embedding is None
+            or not isinstance(model.rnn, RNNBase) or model.rnn.bidirectional):
+        return None
+    sampler = RecurrentSampler(model.rnn, model.embedding, model.head)
+    sampler.reset(state)
+    return sampler
 
 
 # ----------------------------------------------------------------------------- export

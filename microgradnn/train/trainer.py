@@ -102,7 +102,8 @@ class Trainer:
     #: What ``resume`` may change: how long to go on and how often to look, never what
     #: is trained or how (that would not be the same run any more).
     RESUME_OVERRIDABLE = ("train.steps", "train.epochs", "train.eval_every", "train.checkpoint_every",
-                          "train.log_every", "train.keep_best", "train.track_grad_norms", "train.early_stopping")
+                          "train.log_every", "train.keep_best", "train.track_grad_norms", "train.early_stopping",
+                          "train.threads")
 
     def __init__(self, spec: ResolvedSpec | Mapping[str, Any], run_dir: str | os.PathLike | None = None,
                  callbacks: Iterable[Any] = (), *, dry_run: int | None = None, parallel: Any = None,

@@ -67,6 +67,20 @@ def display_options(p: argparse.ArgumentParser) -> None:
                    help="plain log lines instead of the live display (the default when not on a terminal)")
     p.add_argument("--grad-norms", action="store_true",
                    help="show the gradient norm reaching each time step (sets train.track_grad_norms=true)")
+    threads_option(p, "sets train.threads")
+
+
+def threads_option(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="BLAS/numba threads (default: one fewer than the usable cores, 1 to 8"
+                        + (f"; {what}" if what else "") + ")")
+
+
+def apply_thread_policy(threads: int | None) -> None:
+    """The process-wide thread policy: mgnn's to set, never the library's (backend/threads.py)."""
+    from microgradnn.backend.threads import apply_threads
+
+    apply_threads(threads)
 
 
 def console() -> Console:

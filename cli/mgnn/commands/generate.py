@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
-from .base import Command, console, nonneg_float, nonneg_int, positive_int
+from .base import Command, apply_thread_policy, console, nonneg_float, nonneg_int, positive_int, threads_option
 
 
 class Generate(Command):
@@ -35,10 +35,12 @@ class Generate(Command):
                        help="seq2seq: draw the first translation's attention (terminal, and a PNG with --png)")
         p.add_argument("--png", metavar="FILE", help="where the picture goes (default: RUN_DIR/attention.png or "
                        "RUN_DIR/forecast.png)")
+        threads_option(p)
 
     def run(self, args: Any) -> int:
         from microgradnn.train.inference import run_task
 
+        apply_thread_policy(args.threads)
         task = run_task(args.run_dir)
         if task == "seq2seq":
             return self.translate(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import EXIT_OK, UsageError
-from .base import Command, console, display_options, exit_for, is_override, null_context
+from .base import Command, apply_thread_policy, console, display_options, exit_for, is_override, null_context
 
 
 class Resume(Command):
@@ -35,6 +35,8 @@ class Resume(Command):
         overrides = [w for w in words if w is not run_dir]
         if args.grad_norms:
             overrides.append("train.track_grad_norms=true")
+        if args.threads is not None:
+            overrides.append(f"train.threads={args.threads}")
         out = console()
         display = TrainDisplay(out, live=False if args.plain else None, grad_norms=args.grad_norms, resumed=True)
         with out.status("restoring the run...") if out.is_terminal else null_context():
@@ -45,6 +47,7 @@ class Resume(Command):
                       f"(more than {trainer.step:,}) or train.epochs=N")
             return EXIT_OK
         display.grad_norms = display.grad_norms or trainer.tc.track_grad_norms
+        apply_thread_policy(trainer.tc.threads)
         try:
             summary = trainer.fit(handle_sigint=True)
         finally:

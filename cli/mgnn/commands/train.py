@@ -8,7 +8,8 @@ from typing import Any
 from rich.syntax import Syntax
 
 from ..errors import EXIT_OK
-from .base import Command, console, display_options, exit_for, null_context, positive_int, spec_and_overrides
+from .base import (Command, apply_thread_policy, console, display_options, exit_for, null_context, positive_int,
+                   spec_and_overrides)
 
 
 class Train(Command):
@@ -35,7 +36,10 @@ class Train(Command):
         spec_file, overrides = spec_and_overrides(args)
         if args.grad_norms:
             overrides.append("train.track_grad_norms=true")
+        if args.threads is not None:
+            overrides.append(f"train.threads={args.threads}")
         spec = load_spec(spec_file, overrides)
+        apply_thread_policy(spec.train.threads)
         out = console()
         if args.print_config:
             text = dump_spec(spec)

@@ -1,0 +1,106 @@
+"""The compiled whole-sequence drivers (backend/kernels_cpu.py ``SEQUENCE_DRIVERS``) against
+the per-step loop of ops/recurrent.py, which runs the same cell kernels from Python.
+
+* forward outputs, final states, every gradient and the per-step gradient norms agree,
+  for every cell, both directions, variable lengths, with and without biases, float32 and
+  float64, with dL/dh0 asked for or not;
+* the drivers really run (numpy's wheel has the BLAS they call) and the CPU backend hands
+  them out only under their own names, not as kernels (the kernel-table parity stays as it is);
+* weights are read where they are, every call: after an in-place optimizer update the
+  next forward sees the new weights (nothing prepared once goes stale).
+
+torch stays the oracle for both paths in tests/test_recurrent_ops.py and tests/nn/test_rnn.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import microgradnn as mg
+from microgradnn.backend import cblas, get_backend, kernels_cpu
+
+from test_recurrent_ops import KINDS, as_tensors, random_problem, run
+
+
+def test_drivers_are_available_with_numpy_wheel_blas():
+    # numpy from PyPI bundles OpenBLAS with the scipy_cblas_*64_ symbols the drivers call;
+    # if this fails the project silently runs its slower per-step loop.
+    assert cblas.AVAILABLE, "numpy's bundled OpenBLAS was not found: the whole-sequence drivers are off"
+    cpu = get_backend("cpu")
+    for name in ("lstm", "gru", "rnn"):
+        for half in ("forward", "backward"):
+            assert cpu.sequence_driver(f"{name}_sequence_{half}") is not None
+    assert cpu.sequence_driver("lstm_cell_forward") is None
+
+
+def _run_both(monkeypatch, kind, dtype, lengths, reverse, bias, need_h0, seed, T=7, B=4, I=5, H=6):
+    x_np, h0_np, c0_np, w_np = random_problem(kind, T, B, I, H, dtype, seed, bias=bias)
+    results = []
+    for drivers in (True, False):
+        if not drivers:
+            monkeypatch.setattr(kernels_cpu, "SEQUENCE_DRIVERS", {})
+        x, h0, c0, weights = as_tensors(x_np, h0_np, c0_np, w_np)
+        h0.requires_grad = need_h0
+        norms: list = []
+        outs = run(kind, x, h0, c0 if kind == "lstm" else None, weights, lengths=lengths, reverse=reverse,
+                   grad_norms=norms)
+        g_rng = np.random.default_rng(seed + 2)
+        loss = sum((o * mg.tensor(g_rng.standard_normal(o.shape).astype(dtype))).sum() for o in outs)
+        loss.backward()
+        grads = [t.grad.array.copy() for t in [x, h0, c0] + weights
+                 if t is not None and t.requires_grad and t.grad is not None]
+        results.append(([o.array.copy() for o in outs], grads, norms))
+    return results
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("lengths,reverse,bias,need_h0", [
+    (None, False, True, True),
+    (None, True, True, False),
+    ([7, 3, 5, 1], False, False, True),
+    ([2, 7, 1, 6], True, True, True),
+])
+def test_driver_matches_per_step_loop(monkeypatch, kind, dtype, lengths, reverse, bias, need_h0):
+    (outs_a, grads_a, norms_a), (outs_b, grads_b, norms_b) = _run_both(
+        monkeypatch, kind, dtype, lengths, reverse, bias, need_h0, seed=len(kind) * 7 + int(reverse))
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-6, atol=2e-6)
+    assert len(outs_a) == len(outs_b) and len(grads_a) == len(grads_b) > 3
+    for a, b in zip(outs_a + grads_a, outs_b + grads_b):
+        np.testing.assert_allclose(a, b, **tol)
+    assert len(norms_a) == len(norms_b) == 1 and norms_a[0].shape == (7,)
+    np.testing.assert_allclose(norms_a[0], norms_b[0], rtol=1e-5)
+    assert np.all(norms_a[0] > 0)
+
+
+def test_single_step_sequence(monkeypatch):
+    # T = 1: the recorded-norms buffer and the scratch step have the same shape
+    (outs_a, grads_a, norms_a), (outs_b, grads_b, norms_b) = _run_both(
+        monkeypatch, "lstm", np.float64, None, False, True, True, seed=3, T=1)
+    for a, b in zip(outs_a + grads_a, outs_b + grads_b):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(norms_a[0], norms_b[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [mg.nn.LSTM, mg.nn.GRU, mg.nn.RNN])
+def test_forward_sees_weights_updated_in_place(cls):
+    # an optimizer step writes into the parameter arrays; the next forward must use them
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, cls.__name__)(5, 8, num_layers=2)
+    ours = cls(5, 8, num_layers=2)
+    ours.load_state_dict({k: v.detach().numpy().copy() for k, v in ref.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((6, 3, 5)).astype(np.float32)
+    opt = mg.optim.SGD(ours.parameters(), lr=0.5)
+    topt = torch.optim.SGD(ref.parameters(), lr=0.5)
+    for _ in range(3):
+        out, _ = ours(mg.tensor(x))
+        tout, _ = ref(torch.tensor(x))
+        np.testing.assert_allclose(out.array, tout.detach().numpy(), rtol=1e-4, atol=1e-5)
+        opt.zero_grad()
+        topt.zero_grad()
+        (out * out).sum().backward()
+        (tout * tout).sum().backward()
+        opt.step()
+        topt.step()
