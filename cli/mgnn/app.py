@@ -82,6 +82,11 @@ def _display_options(p: argparse.ArgumentParser) -> None:
                    help="show the gradient norm reaching each time step (sets train.track_grad_norms=true)")
 
 
+def _nproc_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nproc", type=_positive_int, metavar="N",
+                   help="data-parallel over N processes (starts mpiexec -n N; needs the mpi extra)")
+
+
 def build_parser(command: str) -> argparse.ArgumentParser:
     prog = f"mgnn {command}"
     if command == "train":
@@ -93,6 +98,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
                        help="run N batches and stop; write no run folder, no checkpoint")
         p.add_argument("--print-config", action="store_true", help="print the resolved spec and exit")
         p.add_argument("--run-dir", metavar="DIR", help="write the run here (default: output.dir/output.name)")
+        _nproc_option(p)
         _display_options(p)
     elif command == "resume":
         p = _Parser(prog=prog, description="Continue a run from its last checkpoint: same data order, random "
@@ -100,6 +106,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
                                            "extend it (train.steps=N, train.epochs=N) or change its cadences.")
         p.add_argument("run_dir", help="the run folder")
         p.add_argument("overrides", nargs="*", help="train.* overrides, e.g. train.steps=2000")
+        _nproc_option(p)
         _display_options(p)
     elif command == "eval":
         p = _Parser(prog=prog, description="Evaluate a run's best checkpoint (loss, and perplexity or accuracy "
@@ -178,7 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - the error policy lives here
         if isinstance(exc, SystemExit):
             raise
-        return _report(exc, debug)
+        from .parallel import after_report, before_report
+
+        before_report(isinstance(exc, _user_error_types()))
+        code = _report(exc, debug)
+        after_report(code)  # one of several ranks: end them all, now that it has said why
+        return code
 
 
 def _show_warning(message: Warning | str, category: type, filename: str, lineno: int, file: Any = None,
@@ -214,6 +226,7 @@ def _dispatch(argv: list[str]) -> int:
     from . import commands
 
     args.command = command
+    args.argv = argv  # --nproc starts this same command line under mpiexec
     handler: Callable[[Any], int] = getattr(commands, f"cmd_{command}")
     return handler(args)
 
@@ -244,9 +257,14 @@ def _report(exc: BaseException, debug: bool) -> int:
         message = str(exc) or type(exc).__name__
         if isinstance(exc, (FileNotFoundError, PermissionError)) and getattr(exc, "filename", None):
             message = f"{exc.strerror or 'not found'}: {exc.filename}"
-        prefix = "" if message.startswith("mgnn") else "mgnn: error: "
+        from .parallel import rank_tag
+
+        tag = rank_tag()  # "rank 1 of 2: " when one of several processes fails
+        prefix = (f"mgnn: {tag}" if tag else "") if message.startswith("mgnn") else f"mgnn: {tag}error: "
         print(f"{prefix}{message}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"mgnn: internal error: {type(exc).__name__}: {exc}" +
+    from .parallel import rank_tag
+
+    print(f"mgnn: {rank_tag()}internal error: {type(exc).__name__}: {exc}" +
           ("" if debug else " (this is a bug; run again with --debug for the traceback)"), file=sys.stderr)
     return EXIT_FAILED

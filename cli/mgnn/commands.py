@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
+from . import parallel
 from .app import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 
 # What a spec override key may look like (so `mgnn train spec.yaml typo` is caught here,
@@ -52,8 +53,10 @@ def _spec_and_overrides(args: Any) -> tuple[str, list[str]]:
     return files[0], [w for w in words if w is not files[0]]
 
 
-def _exit_for(summary: dict[str, Any]) -> int:
+def _exit_for(summary: dict[str, Any], quiet: bool = False) -> int:
     status = summary["status"]
+    if quiet:  # a rank other than 0 under mpiexec: rank 0 says it
+        return {"nan": EXIT_FAILED, "diverged": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}.get(status, EXIT_OK)
     if status == "nan":
         _err(f"mgnn: the loss became non-finite: {summary['reason']}")
         return EXIT_FAILED
@@ -80,7 +83,10 @@ def cmd_train(args: Any) -> int:
     spec_file, overrides = _spec_and_overrides(args)
     if args.grad_norms:
         overrides.append("train.track_grad_norms=true")
-    spec = load_spec(spec_file, overrides)
+    spec = load_spec(spec_file, overrides)  # a bad spec fails here, before any process starts
+    nproc = parallel.check_nproc(args.nproc)
+    if nproc > 1 and not parallel.under_mpi() and not args.print_config:
+        return parallel.launch(nproc, args.argv)
     if args.print_config:
         text = dump_spec(spec)
         console = _console()
@@ -89,16 +95,19 @@ def cmd_train(args: Any) -> int:
         else:
             sys.stdout.write(text)
         return EXIT_OK
+    group = parallel.process_group()  # under mpiexec: this rank's seat; else None
+    quiet = group is not None and not group.is_writer  # ranks other than 0 show nothing
     console = _console()
     display = TrainDisplay(console, live=False if args.plain else None,
                            grad_norms=bool(spec["train"].get("track_grad_norms")))
-    with console.status("loading data and building the model...") if console.is_terminal else _null():
-        trainer = Trainer(spec, run_dir=args.run_dir, callbacks=[display], dry_run=args.dry_run)
+    with console.status("loading data and building the model...") if console.is_terminal and not quiet else _null():
+        trainer = Trainer(spec, run_dir=args.run_dir, callbacks=[] if quiet else [display], dry_run=args.dry_run,
+                          parallel=group)
     try:
         summary = trainer.fit(handle_sigint=True)
     finally:
         display.close()
-    return _exit_for(summary)
+    return _exit_for(summary, quiet)
 
 
 def cmd_resume(args: Any) -> int:
@@ -113,22 +122,28 @@ def cmd_resume(args: Any) -> int:
                          + (", ".join(repr(d) for d in dirs) or "none"))
     run_dir = dirs[0]
     overrides = [w for w in words if w is not run_dir]
+    nproc = parallel.check_nproc(args.nproc)
+    if nproc > 1 and not parallel.under_mpi():
+        return parallel.launch(nproc, args.argv)
+    group = parallel.process_group()
+    quiet = group is not None and not group.is_writer
     if args.grad_norms:
         overrides.append("train.track_grad_norms=true")
     console = _console()
     display = TrainDisplay(console, live=False if args.plain else None, grad_norms=args.grad_norms, resumed=True)
-    with console.status("restoring the run...") if console.is_terminal else _null():
-        trainer = Trainer.resume(run_dir, callbacks=[display], overrides=overrides)
+    with console.status("restoring the run...") if console.is_terminal and not quiet else _null():
+        trainer = Trainer.resume(run_dir, callbacks=[] if quiet else [display], overrides=overrides, parallel=group)
     if trainer.step >= trainer.total_steps:
-        console.print(f"{run_dir} already ran all {trainer.total_steps:,} steps; extend it with "
-                      "train.steps=N or train.epochs=N")
+        if not quiet:
+                console.print(f"{run_dir} already ran all {trainer.total_steps:,} steps; extend it with "
+                          "train.steps=N or train.epochs=N")
         return EXIT_OK
     display.grad_norms = display.grad_norms or bool(trainer.tc.get("track_grad_norms"))
     try:
         summary = trainer.fit(handle_sigint=True)
     finally:
         display.close()
-    return _exit_for(summary)
+    return _exit_for(summary, quiet)
 
 
 class _null:

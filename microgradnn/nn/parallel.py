@@ -49,15 +49,15 @@ class _Bucket:
     def complete(self) -> bool:
         return len(self.ready) == len(self.params)
 
-    def reduce(self) -> None:
-        """Average this bucket's gradients over the ranks, writing them back in place."""
+    def reduce(self, op: "dist.ReduceOp" = dist.ReduceOp.AVG) -> None:
+        """Average (or sum) this bucket's gradients over the ranks, writing them back in place."""
         for k, p in enumerate(self.params):
             part = self.buffer[self.offsets[k]:self.offsets[k + 1]]
             if p._grad is None:  # unused by this rank's graph: it contributes zeros
                 part[...] = 0
             else:
                 part[...] = dist._host(p._grad).reshape(-1)
-        dist.all_reduce_array(self.buffer, dist.ReduceOp.AVG)
+        dist.all_reduce_array(self.buffer, op)
         for k, p in enumerate(self.params):
             part = self.buffer[self.offsets[k]:self.offsets[k + 1]].reshape(p.array.shape)
             if p._grad is None:

@@ -192,9 +192,13 @@ class Trainer:
 
     def __init__(self, spec: dict[str, Any], run_dir: str | os.PathLike | None = None,
                  callbacks: Iterable[Any] = (), *, dry_run: int | None = None, _resuming: bool = False,
-                 _vocab: Any = None) -> None:
+                 _vocab: Any = None, parallel: Any = None) -> None:
         self.spec = copy.deepcopy(spec)
-        self.callbacks = CallbackList(callbacks)
+        # parallel: None (one process) or the process seam (train.data_parallel.MPIDataParallel);
+        # only its writer (rank 0) writes the run folder and runs the callbacks (the display)
+        self.parallel = parallel
+        self._writer = parallel is None or parallel.is_writer
+        self.callbacks = CallbackList(callbacks if self._writer else ())
         self.dry_run = None if dry_run is None else int(dry_run)
         if self.dry_run is not None and self.dry_run < 1:
             raise TrainError(f"--dry-run needs a positive number of batches, got {dry_run}")
@@ -260,6 +264,9 @@ class Trainer:
         if bool(tc.get("track_grad_norms", False)) and hasattr(self.model.rnn, "track_grad_norms"):
             self.model.rnn.track_grad_norms = True
         self.model.to(self.device)
+        if self.parallel is not None:
+            self.parallel.agree(self.spec)  # every rank the same spec and code, or none starts
+            self.parallel.broadcast_parameters(self.model)
         self.counts = build.count_parameters(self.model)
 
         # --- loss, optimizer, scheduler, metrics ----------------------------------------
@@ -321,7 +328,7 @@ class Trainer:
 
     @classmethod
     def resume(cls, run_dir: str | os.PathLike, callbacks: Iterable[Any] = (),
-               overrides: Iterable[str] = ()) -> "Trainer":
+               overrides: Iterable[str] = (), parallel: Any = None) -> "Trainer":
         """A trainer for the run in ``run_dir``, at its last checkpoint; ``fit()`` continues
         it exactly where it stopped. ``overrides`` (``train.steps=2000``) may extend the run
         or change its cadences (see :attr:`RESUME_OVERRIDABLE`); the run's spec.yaml is
@@ -336,9 +343,9 @@ class Trainer:
             raise TrainError(f"{run_dir} has no checkpoint to resume from ({runs.CKPT_DIR}/{runs.LAST} is missing)")
         vocab_path = run_dir / runs.VOCAB_FILE
         vocab = runs.read_json(vocab_path) if vocab_path.is_file() else None  # even if the data changed since
-        trainer = cls(spec, run_dir, callbacks, _resuming=True, _vocab=vocab)
+        trainer = cls(spec, run_dir, callbacks, _resuming=True, _vocab=vocab, parallel=parallel)
         trainer.load_checkpoint(ckpt_path)
-        if overrides:
+        if overrides and trainer._writer:
             runs.write_spec(run_dir / runs.SPEC_FILE, trainer.spec)
         return trainer
 
@@ -415,13 +422,25 @@ class Trainer:
             if extra is not None:
                 loss = loss + extra
         value = float(loss.item())
+        items = self._items(batch)
+        count = None
+        if self.parallel is not None:
+            # one decision for every rank: the global loss, count and stop flag before backward
+            count = self._count(batch.y)
+            value, _, stop = self.parallel.reduce_step(value, count, self._stop_request is not None)
+            if stop and self._stop_request is None:
+                self.request_stop("stop requested on another rank")
+            items = self.parallel.global_items(items)
         info: dict[str, Any] = {"step": self.step + 1, "epoch": self.epoch, "batch": self.batch_in_epoch,
-                                "loss": value, "lr": self.lr, "items": self._items(batch)}
+                                "loss": value, "lr": self.lr, "items": items}
         if not math.isfinite(value):
             info["nonfinite"] = f"the loss is {value}"
             return info
-        loss.backward()
         params = self.trainable_parameters()
+        if count != 0:  # a rank whose rows score nothing contributes zeros
+            loss.backward()
+        if self.parallel is not None:
+            self.parallel.all_reduce_gradients(params)
         norm = _grad_norm(params)
         info["grad_norm"] = norm
         if not math.isfinite(norm):
@@ -460,7 +479,7 @@ class Trainer:
     def validate(self) -> dict[str, Any]:
         """Loss and metrics over the validation split (empty dict without one)."""
         return evaluate_model(self.model, self.data, self.loss_fn, self.metrics, self.batch_size, self.device,
-                              self.tbptt, self.ignore_index, self.task)
+                              self.tbptt, self.ignore_index, self.task, parallel=self.parallel)
 
     def _evaluate(self) -> dict[str, Any]:
         results: dict[str, Any] = {"event": "eval", "step": self.step, "epoch": self.epoch}
@@ -494,7 +513,7 @@ class Trainer:
             "rng": get_rng_state(),
             "progress": {"step": self.step, "epoch": self.epoch, "batch": self.batch_in_epoch,
                          "total_steps": self.total_steps, "elapsed": self.elapsed},
-            "hidden": _state_to_arrays(self.hidden) if self.tbptt else None,
+            "hidden": self._whole_hidden() if self.tbptt else None,
             "best": [dict(b) for b in self.best],
             "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None,
             "last_eval": {k: v for k, v in (self.last_eval or {}).items() if isinstance(v, (int, float, str))},
@@ -513,10 +532,17 @@ class Trainer:
             state["model"] = self.model.state_dict()
         return state
 
+    def _whole_hidden(self) -> Any:
+        """The carried state of every stream (ranks hold their rows of it: gathered)."""
+        arrays = _state_to_arrays(self.hidden)
+        return arrays if self.parallel is None else self.parallel.gather_state(arrays)
+
     def _ckpt_dir(self) -> Path:
         return self.run_dir / runs.CKPT_DIR
 
     def _save(self, path: Path, state: dict[str, Any], kind: str) -> None:
+        if not self._writer:
+            return
         mg_save(state, path)
         self.callbacks.on_checkpoint(self, str(path), kind)
 
@@ -535,16 +561,18 @@ class Trainer:
                 self.best = new_best[: self.keep_best]
                 state["best"] = [dict(b) for b in self.best]
                 self._save(self._ckpt_dir() / name, state, "best")
-                for d in dropped:
+                for d in dropped if self._writer else ():
                     if d["file"] != name:
                         try:
                             (self._ckpt_dir() / d["file"]).unlink()
                         except FileNotFoundError:
                             pass
-                if self.strategy is not None and self.best and self.best[0]["file"] == name:
+                if self.strategy is not None and self.best and self.best[0]["file"] == name and self._writer:
                     self._write_adapter(state)
         self._save(last, state, "last")
         self._last_saved_step = self.step
+        if not self._writer:
+            return last
         runs.write_json(self._ckpt_dir() / runs.INDEX_FILE, {
             "last": {"file": runs.LAST, "step": self.step, "epoch": self.epoch},
             "best": self.best, "monitor": self.monitor, "mode": self.mode,
@@ -598,7 +626,11 @@ class Trainer:
         prog = state["progress"]
         self.step, self.epoch, self.batch_in_epoch = int(prog["step"]), int(prog["epoch"]), int(prog["batch"])
         self.elapsed = float(prog.get("elapsed", 0.0))
-        self.hidden = _state_from_arrays(state.get("hidden"), self.device) if self.tbptt else None
+        hidden = state.get("hidden") if self.tbptt else None
+        if self.parallel is not None:  # this rank's rows, whatever the number of ranks that wrote it
+            hidden = self.parallel.state_rows(hidden)
+            self.parallel.broadcast_parameters(self.model)
+        self.hidden = _state_from_arrays(hidden, self.device) if self.tbptt else None
         self.best = [dict(b) for b in state.get("best") or []]
         if self.early_stopping is not None and state.get("early_stopping"):
             self.early_stopping.load_state_dict(state["early_stopping"])
@@ -615,7 +647,7 @@ class Trainer:
         return self.run_dir / runs.METRICS_FILE
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
-        if self.dry_run is not None:
+        if self.dry_run is not None or not self._writer:
             return
         clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in record.items()}
         with open(self._metrics_path(), "a", encoding="utf-8") as f:
@@ -624,7 +656,7 @@ class Trainer:
     def _truncate_metrics(self) -> None:
         """On resume: drop records written after the checkpoint (they will be written again)."""
         path = self._metrics_path()
-        if not path.is_file():
+        if not path.is_file() or not self._writer:
             return
         keep = []
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -653,6 +685,8 @@ class Trainer:
     def _write_run_json(self, status: str) -> None:
         from .. import __version__
 
+        if not self._writer:
+            return
         info = {
             "format": "microgradnn.run", "version": 1, "microgradnn": __version__, "status": status,
             "model_info": dict(self.info), "parameters": self.counts, "data": self.data.describe(),
@@ -674,7 +708,7 @@ class Trainer:
         ``handle_sigint``: Ctrl-C asks the run to stop after the current step and save a
         checkpoint (a second Ctrl-C interrupts at once)."""
         writing = self.dry_run is None
-        if writing:
+        if writing and self._writer:
             if not self._resuming:
                 if (self._ckpt_dir() / runs.LAST).exists():
                     raise TrainError(f"{self.run_dir} already holds a run: continue it with `mgnn resume "
@@ -705,6 +739,8 @@ class Trainer:
         while self.step < self.total_steps and status == "completed":
             batches = self.data.train_batches(self.batch_size, epoch=self.epoch, seed=self.seed,
                                               start=self.batch_in_epoch)
+            if self.parallel is not None:
+                batches = self.parallel.shard(batches)  # this rank's rows of each global batch
             for batch in batches:
                 info = self._train_step(batch)
                 if "nonfinite" in info:
@@ -839,7 +875,7 @@ def restore_weights(model: Any, state: dict[str, Any], strategy: Any) -> None:
 
 def evaluate_model(model: Any, data: Any, loss_fn: Any, metrics: list, batch_size: int, device: str,
                    carry_state: bool, ignore_index: int | None, task: str,
-                   segments: list[Iterable[Any]] | None = None) -> dict[str, Any]:
+                   segments: list[Iterable[Any]] | None = None, parallel: Any = None) -> dict[str, Any]:
     """Mean loss over every scored target, and each metric, over ``segments`` (lists of
     batches; default: the validation split). With ``carry_state`` the hidden state flows
     from batch to batch within a segment (a stream read in order), fresh at each segment.
@@ -861,6 +897,9 @@ def evaluate_model(model: Any, data: Any, loss_fn: Any, metrics: list, batch_siz
             for i, batch in batches:
                 if i != segment:
                     segment, state = i, None
+                whole = batch
+                if parallel is not None:  # this rank runs its rows; the outputs are gathered below
+                    batch = parallel.shard_eval(batch)
                 x = make_tensor(batch.x, device=device)
                 lengths = batch.lengths if task != "lm" or not streams else None
                 if lengths is not None:
@@ -869,6 +908,9 @@ def evaluate_model(model: Any, data: Any, loss_fn: Any, metrics: list, batch_siz
                     out, new_state = model(x, state if carry_state else None)
                 if carry_state:
                     state = new_state
+                if parallel is not None:  # every rank scores the whole batch, as one process
+                    out = make_tensor(parallel.gather_rows(_host(out)), device=device)
+                    batch = whole
                 y = batch.y
                 target = make_tensor(y, device=device)
                 if out.ndim == 3:
