@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
         before_report(isinstance(exc, _user_error_types()))
         code = _report(exc, debug)
-        after_report(code)  # one of several ranks: end them all, now that it has said why
+        after_report(code, _last_line[0])  # one of several ranks: end them all, now that it has said why
         return code
 
 
@@ -250,6 +250,14 @@ def _user_error_types() -> tuple[type, ...]:
     return tuple(types)
 
 
+_last_line = [""]  # the one line _report printed last (a failing rank also hands it to mgnn --nproc)
+
+
+def _say(line: str) -> None:
+    _last_line[0] = line
+    print(line, file=sys.stderr)
+
+
 def _report(exc: BaseException, debug: bool) -> int:
     if debug:
         traceback.print_exc()
@@ -261,10 +269,10 @@ def _report(exc: BaseException, debug: bool) -> int:
 
         tag = rank_tag()  # "rank 1 of 2: " when one of several processes fails
         prefix = (f"mgnn: {tag}" if tag else "") if message.startswith("mgnn") else f"mgnn: {tag}error: "
-        print(f"{prefix}{message}", file=sys.stderr)
+        _say(f"{prefix}{message}")
         return EXIT_USAGE
     from .parallel import rank_tag
 
-    print(f"mgnn: {rank_tag()}internal error: {type(exc).__name__}: {exc}" +
-          ("" if debug else " (this is a bug; run again with --debug for the traceback)"), file=sys.stderr)
+    _say(f"mgnn: {rank_tag()}internal error: {type(exc).__name__}: {exc}" +
+         ("" if debug else " (this is a bug; run again with --debug for the traceback)"))
     return EXIT_FAILED

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -66,11 +67,19 @@ def before_report(user_error: bool) -> None:
         time.sleep(3.0)
 
 
-def after_report(code: int) -> None:
-    """End the whole MPI job once this rank has said why it fails."""
+def after_report(code: int, line: str = "") -> None:
+    """End the whole MPI job once this rank has said why it fails. The line also goes to
+    ``mgnn --nproc``'s folder: MPI's launcher may tear down before it forwards the last output."""
     import microgradnn.distributed as dist
 
     if dist.is_initialized() and dist.get_world_size() > 1:
+        folder = os.environ.get(_PIDS_ENV)
+        if folder and line:
+            try:
+                Path(folder, f"{dist.get_rank()}.error").write_text(line)
+            except OSError:
+                pass
+        time.sleep(0.5)  # let the launcher forward the line before the abort tears it down
         dist.abort(code or 1)
 
 
@@ -95,6 +104,9 @@ def _without_nproc(argv: list[str]) -> list[str]:
 _BANNER = re.compile(r"^(=+|=\s.*|YOUR APPLICATION TERMINATED.*|This typically refers.*|Please see the FAQ.*)$")
 
 
+_MPI_ABORT = re.compile(r"^Abort\(\d+\) on node \d+ .*MPI_Abort")
+
+
 def launch(nproc: int, argv: list[str]) -> int:
     """Run this very command on ``nproc`` ranks under ``mpiexec``; return its exit status."""
     import microgradnn.distributed as dist
@@ -102,25 +114,45 @@ def launch(nproc: int, argv: list[str]) -> int:
     launcher = dist.find_mpiexec()
     if not dist.is_available() or launcher is None:
         raise UsageError(f"mgnn: --nproc {nproc}: {dist.INSTALL_HINT}")
-    with tempfile.TemporaryDirectory(prefix="mgnn-ranks-") as pids:
+    with tempfile.TemporaryDirectory(prefix="mgnn-ranks-") as own:
+        pids = os.environ.get(_PIDS_ENV) or own  # a caller (a test) may choose the folder
         env = dict(os.environ, **{_PIDS_ENV: pids})
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
             env.setdefault(var, "1")  # N ranks share the cores: one thread each unless told
         cmd = [launcher, "-n", str(nproc), sys.executable, "-m", "mgnn", *_without_nproc(argv)]
-        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
+        # Under mpiexec every rank's output is a pipe to MPI's launcher anyway; reading both
+        # streams here lets MPI's multi-line "BAD TERMINATION" banner become one line.
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
         banner: list[str] = []
+        said: set[str] = set()
+
+        def forward(stream: Any, sink: Any) -> None:
+            for line in stream:
+                text = line.rstrip("\n")
+                if _BANNER.match(text):
+                    banner.append(line)
+                elif not _MPI_ABORT.match(text):  # MPICH's own echo of an abort: the rank said why
+                    said.add(text)
+                    sink.write(line)
+                    sink.flush()
+
+        pumps = [threading.Thread(target=forward, args=(proc.stdout, sys.stdout), daemon=True),
+                 threading.Thread(target=forward, args=(proc.stderr, sys.stderr), daemon=True)]
         previous = signal.signal(signal.SIGINT, lambda *a: proc.send_signal(signal.SIGINT))
         try:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                if _BANNER.match(line.rstrip("\n")):
-                    banner.append(line)
-                else:
-                    sys.stderr.write(line)
+            for pump in pumps:
+                pump.start()
             code = proc.wait()
+            for pump in pumps:
+                pump.join()
         finally:
             signal.signal(signal.SIGINT, previous)
-        if banner:
+        for error in sorted(Path(pids).glob("*.error")):  # lines the launcher did not forward
+            text = error.read_text().strip()
+            if text and text not in said:
+                sys.stderr.write(text + "\n")
+                said.add(text)
+        if banner and not any(t.startswith("mgnn: rank ") for t in said):
             sys.stderr.write(_explain(banner, Path(pids), nproc) + "\n")
     return code
 

@@ -40,6 +40,7 @@ import numpy as np
 from .. import distributed as dist
 from ..nn.parallel import _Bucket
 from ..tensor import batch_shard
+from .build import TrainError
 
 __all__ = ["MPIDataParallel", "launched_by_mpi", "code_hash", "spec_hash"]
 
@@ -106,9 +107,9 @@ class MPIDataParallel:
         for r, theirs in enumerate(everyone):
             for what in ("spec", "code"):
                 if theirs[what] != everyone[0][what]:
-                    detail = ("the resolved spec" if what == "spec" else "the installed microgradnn sources")
+                    detail = "resolved spec" if what == "spec" else "microgradnn source code"
                     raise DistributedMismatch(
-                        f"rank {r}'s {detail} differ from rank 0's ({what} hash {theirs[what]} vs "
+                        f"rank {r} has another {detail} than rank 0 ({what} hash {theirs[what]}, rank 0: "
                         f"{everyone[0][what]}): every rank must train the same spec with the same code"
                     )
 
@@ -215,8 +216,8 @@ class MPIDataParallel:
         dist.abort(code)
 
 
-class DistributedMismatch(RuntimeError):
-    """Ranks that would not train the same run."""
+class DistributedMismatch(TrainError):
+    """Ranks that would not train the same run (a user error: exit 2 from the command)."""
 
 
 def _buckets_of(params: list, cap_bytes: int = 25 * 1024 * 1024) -> list[_Bucket]:

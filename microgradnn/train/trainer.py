@@ -692,6 +692,7 @@ class Trainer:
             "model_info": dict(self.info), "parameters": self.counts, "data": self.data.describe(),
             "step": self.step, "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
             "finetune": self.finetune_report,
+            "processes": 1 if self.parallel is None else self.parallel.world_size,
         }
         if self.stop_reason:
             info["reason"] = self.stop_reason
