@@ -32,7 +32,7 @@ _DESCRIPTION = """\
 mgnn: train, watch, evaluate, sample and fine-tune recurrent networks from a YAML spec.
 
 commands:
-  train SPEC [key=value ...]     train (live display; --dry-run N, --print-config)
+  train SPEC [key=value ...]     train (live display; --dry-run N, --print-config, --nproc N)
   resume RUN_DIR [train.*=...]   continue a stopped run exactly where it stopped
   eval RUN_DIR [--data PATH]     loss / perplexity / accuracy of a run's best model
   generate RUN_DIR --prompt TXT  sample text from a language-model run

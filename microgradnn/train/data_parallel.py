@@ -101,6 +101,10 @@ class MPIDataParallel:
 
     def agree(self, spec: Any) -> None:
         """Refuse to start unless every rank has rank 0's spec and code (one line, exit 2)."""
+        batch = int((spec.get("train") or {}).get("batch_size") or 0)
+        if 0 < batch < self.world_size:
+            raise TrainError(f"train.batch_size: {batch} is the global batch, smaller than the {self.world_size} "
+                             f"processes; every rank needs at least one row: use a batch of {self.world_size} or more")
         mine = {"spec": spec_hash(spec), "code": code_hash()}
         everyone = [None] * self.world_size
         dist.all_gather_object(everyone, mine)
@@ -140,8 +144,6 @@ class MPIDataParallel:
         """The global mean loss, the global count and whether any rank asks to stop; sets
         this rank's gradient weight ``count / C`` for :meth:`all_reduce_gradients`."""
         local = np.array([loss * count if count else 0.0, float(count), 1.0 if stop else 0.0])
-        if count and not np.isfinite(loss):
-            local[0] = loss
         dist.all_reduce_array(local, dist.ReduceOp.SUM)
         total = int(round(local[1]))
         self._weight = count / total if total else 0.0

@@ -165,3 +165,12 @@ def test_nproc_without_the_mpi_extra_says_how_to_install_it(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert 'pip install "microgradnn[mpi]"' in done.stderr
+
+
+def test_a_global_batch_smaller_than_the_ranks_is_refused(folder):
+    _spec(folder, 10)
+    done = _mgnn("train", "spec.yaml", "--plain", "--nproc", "2", "train.batch_size=1", cwd=folder, timeout=120)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.startswith("mgnn:")]
+    assert len(lines) == 1 and "train.batch_size: 1 is the global batch, smaller than the 2 processes" in lines[0], \
+        done.stderr
