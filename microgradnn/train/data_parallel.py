@@ -13,9 +13,9 @@ with the weights of one process, not merely close to them:
 * **Dropout masks of one process.** Every rank keeps one process's random stream and
   draws each mask for the whole global batch, keeping its rows
   (:class:`microgradnn.tensor.batch_shard`).
-* **One decision for all.** The loss, the count and a stop flag are reduced before
-  backward, so a NaN, an early stop or a Ctrl-C is seen by every rank at the same step and
-  no rank waits in a collective that the others have left.
+* **One decision for all.** The loss and the count are reduced before backward, and a
+  stop request after every step, so a NaN, a callback's stop or a Ctrl-C is taken by every
+  rank at the same step and no rank waits in a collective that the others have left.
 * **Validation on every rank's rows, scored once.** Each rank runs its rows; the outputs
   are gathered in row order and every rank scores the whole batch, so the loss and every
   metric are the single-process ones.
@@ -140,14 +140,21 @@ class MPIDataParallel:
         lengths = None if batch.lengths is None else batch.lengths[start:stop]
         return batch._replace(x=batch.x[start:stop], y=batch.y[start:stop], lengths=lengths)
 
-    def reduce_step(self, loss: float, count: int, stop: bool = False) -> tuple[float, int, bool]:
-        """The global mean loss, the global count and whether any rank asks to stop; sets
-        this rank's gradient weight ``count / C`` for :meth:`all_reduce_gradients`."""
-        local = np.array([loss * count if count else 0.0, float(count), 1.0 if stop else 0.0])
+    def reduce_step(self, loss: float, count: int) -> tuple[float, int]:
+        """The global mean loss and count, before backward (so that a NaN is every rank's
+        NaN); sets this rank's gradient weight ``count / C`` for :meth:`all_reduce_gradients`."""
+        local = np.array([loss * count if count else 0.0, float(count)])
         dist.all_reduce_array(local, dist.ReduceOp.SUM)
         total = int(round(local[1]))
         self._weight = count / total if total else 0.0
-        return (float(local[0] / total) if total else float("nan")), total, bool(local[2] > 0)
+        return (float(local[0] / total) if total else float("nan")), total
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when it is true on any (a stop asked on one rank, by a
+        callback or a Ctrl-C, is taken by all at the same step)."""
+        local = np.array([1.0 if flag else 0.0])
+        dist.all_reduce_array(local, dist.ReduceOp.MAX)
+        return bool(local[0] > 0)
 
     def global_items(self, items: int) -> int:
         """Items (tokens, examples) of the whole batch from this rank's share of them."""

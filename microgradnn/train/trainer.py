@@ -425,11 +425,9 @@ class Trainer:
         items = self._items(batch)
         count = None
         if self.parallel is not None:
-            # one decision for every rank: the global loss, count and stop flag before backward
+            # one decision for every rank: the global loss and count, before backward
             count = self._count(batch.y)
-            value, _, stop = self.parallel.reduce_step(value, count, self._stop_request is not None)
-            if stop and self._stop_request is None:
-                self.request_stop("stop requested on another rank")
+            value, _ = self.parallel.reduce_step(value, count)
             items = self.parallel.global_items(items)
         info: dict[str, Any] = {"step": self.step + 1, "epoch": self.epoch, "batch": self.batch_in_epoch,
                                 "loss": value, "lr": self.lr, "items": items}
@@ -787,6 +785,9 @@ class Trainer:
                             break
                 elif writing and ckpt_every is not None and self.step % ckpt_every == 0:
                     self.save_checkpoint()
+                if self.parallel is not None:  # a stop asked on any rank stops every rank here
+                    if self.parallel.any_rank(self._stop_request is not None) and self._stop_request is None:
+                        self.request_stop("stop requested on another rank")
                 if self._stop_request is not None:
                     status, reason = self._stop_request
                     if writing and self._last_saved_step != self.step:

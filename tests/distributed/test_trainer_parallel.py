@@ -151,3 +151,20 @@ def test_resume_with_another_number_of_ranks(tmp_path, lm_spec):
         for k in w:
             scale = max(float(np.abs(w[k]).max()), 1e-3)
             assert float(np.abs(w[k] - w2[k]).max()) <= 1e-6 * scale, (out, k)
+
+
+def test_a_stop_asked_on_rank_0_stops_both_ranks_at_that_step(tmp_path, lm_spec):
+    """A callback's stop (rank 0 runs the callbacks) is every rank's stop at the same step:
+    the checkpoint then written (a collective: the carried state is gathered) completes,
+    and the run resumes to the uninterrupted run's weights."""
+    _run(dict(lm_spec), tmp_path / "full", tmp_path / "full.npz", 1, "float64")
+    _run(dict(lm_spec, stop_at=7), tmp_path / "s", tmp_path / "s1.npz", 2, "float64")
+    data = np.load(tmp_path / "s1.npz")
+    assert str(data["status"]) == "stopped" and int(data["step"]) == 7
+    _run({}, tmp_path / "s", tmp_path / "s.npz", 2, "float64", resume=True)
+    w, _, _ = _result(tmp_path / "full.npz")
+    w2, _, status = _result(tmp_path / "s.npz")
+    assert status == "completed"
+    for k in w:
+        scale = max(float(np.abs(w[k]).max()), 1e-3)
+        assert float(np.abs(w[k] - w2[k]).max()) <= 1e-6 * scale, k

@@ -20,13 +20,26 @@ mg.set_default_dtype(getattr(mg, dtype))
 spec = json.loads(open(spec_path).read())
 parallel = MPIDataParallel() if launched_by_mpi() else None
 run_dir = spec.pop("run_dir")
+stop_at = spec.pop("stop_at", None)
+
+
+class StopAt:
+    """A callback that asks for a stop at one step (the Trainer runs callbacks on rank 0 only)."""
+
+    def on_step(self, trainer, info):
+        if info["step"] == stop_at:
+            trainer.request_stop(f"test stop at {stop_at}")
+
+
+callbacks = [StopAt()] if stop_at else []
 if resume:
-    trainer = Trainer.resume(run_dir, parallel=parallel, overrides=spec.pop("resume_overrides", []))
+    trainer = Trainer.resume(run_dir, callbacks, parallel=parallel, overrides=spec.pop("resume_overrides", []))
 else:
-    trainer = Trainer(spec, run_dir=run_dir, parallel=parallel)
+    trainer = Trainer(spec, run_dir=run_dir, callbacks=callbacks, parallel=parallel)
 summary = trainer.fit()
 if parallel is None or parallel.rank == 0:
     arrays = {f"w:{k}": np.asarray(v.array if hasattr(v, "array") else v) for k, v in trainer.model.state_dict().items()}
     arrays["history"] = np.array(json.dumps(trainer.history))
     arrays["status"] = np.array(summary["status"])
+    arrays["step"] = np.array(summary["step"])
     np.savez(out_path, **arrays)
