@@ -35,14 +35,18 @@ __all__ = ["DistributedDataParallel"]
 
 
 class _Bucket:
-    """Parameters whose gradients are averaged together through one flat buffer."""
+    """Parameters whose gradients are averaged together through one flat buffer.
+
+    The buffer ends with one flag per parameter (1 where this rank has a gradient), reduced
+    with the gradients: a parameter no rank has a gradient for keeps ``grad = None``, so an
+    optimizer skips it exactly as it would in one process."""
 
     def __init__(self, params: list[tuple[str, Parameter]]) -> None:
         self.names = [n for n, _ in params]
         self.params = [p for _, p in params]
         sizes = [p.array.size for p in self.params]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self.buffer = np.empty(int(self.offsets[-1]), dtype=self.params[0].array.dtype)
+        self.buffer = np.empty(int(self.offsets[-1]) + len(self.params), dtype=self.params[0].array.dtype)
         self.ready: set[int] = set()
 
     @property
@@ -51,17 +55,21 @@ class _Bucket:
 
     def reduce(self, op: "dist.ReduceOp" = dist.ReduceOp.AVG) -> None:
         """Average (or sum) this bucket's gradients over the ranks, writing them back in place."""
+        flags = self.buffer[self.offsets[-1]:]
         for k, p in enumerate(self.params):
             part = self.buffer[self.offsets[k]:self.offsets[k + 1]]
             if p._grad is None:  # unused by this rank's graph: it contributes zeros
                 part[...] = 0
+                flags[k] = 0
             else:
                 part[...] = dist._host(p._grad).reshape(-1)
+                flags[k] = 1
         dist.all_reduce_array(self.buffer, op)
         for k, p in enumerate(self.params):
             part = self.buffer[self.offsets[k]:self.offsets[k + 1]].reshape(p.array.shape)
             if p._grad is None:
-                p._grad = p._backend.xp.asarray(part.copy())
+                if flags[k] > 0:  # another rank had a gradient: this rank takes the average too
+                    p._grad = p._backend.xp.asarray(part.copy())
             elif isinstance(p._grad, np.ndarray):
                 p._grad[...] = part
             else:

@@ -160,6 +160,12 @@ mg.manual_seed(1)
 lenient = DDP(TwoHeads().double(), find_unused_parameters=True)
 lenient(x, rank == 1).sum().backward()   # rank 0 uses head a, rank 1 head b
 out["lenient"] = {n: p.grad.numpy().tolist() for n, p in lenient.named_parameters()}
+
+# a head no rank uses keeps grad None (as in one process, where the optimizer then skips it)
+mg.manual_seed(1)
+neither = DDP(TwoHeads().double(), find_unused_parameters=True)
+neither(x, False).sum().backward()
+out["never_used"] = [n for n, p in neither.named_parameters() if p.grad is None]
 out["x"] = x.numpy().tolist()
 open(f"out{rank}.json", "w").write(json.dumps(out))
 """
@@ -192,3 +198,4 @@ def test_no_sync_unused_parameters_and_state_dict_keys(tmp_path):
         np.testing.assert_allclose(r["lenient"]["module.a.weight"], np.tile(x0.sum(0), (2, 1)) / 2, rtol=1e-12)
         np.testing.assert_allclose(r["lenient"]["module.b.weight"], np.tile(x1.sum(0), (2, 1)) / 2, rtol=1e-12)
         np.testing.assert_allclose(r["lenient"]["module.a.bias"], [1.0, 1.0], rtol=1e-12)
+        assert r["never_used"] == ["module.b.weight", "module.b.bias"]
