@@ -13,9 +13,9 @@ def test_the_tutorial_loop_trains_on_two_ranks(tmp_path):
     blocks = _BLOCK.findall((ROOT / "tutorials" / "distributed.md").read_text(encoding="utf-8"))
     assert len(blocks) == 1
     done = run_mpi(blocks[0], tmp_path, timeout=300)
-    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
-    assert [line.split(":")[0] for line in lines] == ["rank 0 of 2", "rank 1 of 2"]
+    # findall, not lines: MPI's launcher may interleave the two ranks' output on one line
+    found = sorted(re.findall(r"rank (\d) of 2: accuracy ([0-9.]+), head\.bias (\[[^\]]*\])", done.stdout))
+    assert [rank for rank, _, _ in found] == ["0", "1"], done.stdout
     # the same weights on both ranks (the same optimizer steps), and it learned something
-    assert lines[0].split(",", 1)[1] == lines[1].split(",", 1)[1]
-    accuracy = float(re.search(r"accuracy ([0-9.]+)", lines[0]).group(1))
-    assert accuracy > 0.75, lines
+    assert found[0][1:] == found[1][1:]
+    assert float(found[0][1]) > 0.75, found
