@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .backend import to_host
 from .tensor import Tensor, batch_shard
 
 __all__ = [
@@ -155,11 +156,11 @@ def get_backend(group: Any = None) -> str:
     return "mpi"
 
 
-def _host(array: Any) -> np.ndarray:
-    """A contiguous host array MPI can read and write (a GPU array is copied to the host)."""
-    if isinstance(array, np.ndarray):
-        return array if array.flags.c_contiguous else np.ascontiguousarray(array)
-    return np.ascontiguousarray(array.get())  # CuPy; MPICH from the wheel is not CUDA-aware
+def host_buffer(array: Any) -> np.ndarray:
+    """A contiguous host array MPI can read and write: the array itself when it already is
+    one, else a copy (a GPU array comes to the host: MPICH from the wheel is not CUDA-aware)."""
+    host = to_host(array)
+    return host if host.flags.c_contiguous and host.flags.writeable else np.ascontiguousarray(host).copy()
 
 
 def _store(tensor: Tensor, host: np.ndarray) -> None:
@@ -197,7 +198,7 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None, a
         raise ValueError(f"all_reduce: op must be a ReduceOp, got {op!r}")
     if op is ReduceOp.AVG and tensor.dtype.kind not in "fc":
         raise TypeError(f"all_reduce: ReduceOp.AVG needs a floating tensor, got {tensor.dtype}")
-    host = _host(tensor.array)
+    host = host_buffer(tensor.array)
     all_reduce_array(host, op)
     _store(tensor, host)
     return None
@@ -209,7 +210,7 @@ def broadcast(tensor: Tensor, src: int = 0, group: Any = None, async_op: bool = 
     comm = _group()
     if not 0 <= src < comm.Get_size():
         raise ValueError(f"broadcast: src must be a rank in [0, {comm.Get_size()}), got {src}")
-    host = _host(tensor.array)
+    host = host_buffer(tensor.array)
     comm.Bcast(host, root=src)
     _store(tensor, host)
     return None

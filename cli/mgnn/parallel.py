@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .app import EXIT_USAGE, UsageError
+from .errors import UsageError
 
 _PIDS_ENV = "MGNN_RANK_PIDS"  # a folder where each rank leaves <rank>.pid for the parent
 
@@ -47,15 +47,6 @@ def process_group() -> Any:
     if folder:
         Path(folder, f"{parallel.rank}.pid").write_text(str(os.getpid()))
     return parallel
-
-
-def rank_tag() -> str:
-    """"rank R of N: " while this process is one of several, else ""."""
-    import microgradnn.distributed as dist
-
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        return f"rank {dist.get_rank()} of {dist.get_world_size()}: "
-    return ""
 
 
 def before_report(user_error: bool) -> None:
@@ -172,6 +163,13 @@ def _explain(banner: list[str], pids: Path, nproc: int) -> str:
             "MPI stopped the other ranks; the run folder keeps its last good checkpoint (mgnn resume RUN_DIR)")
 
 
+def nproc_option(p: Any) -> None:
+    from .commands.base import positive_int
+
+    p.add_argument("--nproc", type=positive_int, metavar="N",
+                   help="data-parallel over N processes (starts mpiexec -n N; needs the mpi extra)")
+
+
 def check_nproc(value: Any) -> int:
     if value is None:
         return 1
@@ -180,5 +178,5 @@ def check_nproc(value: Any) -> int:
     return int(value)
 
 
-__all__ = ["under_mpi", "process_group", "rank_tag", "before_report", "after_report", "launch", "check_nproc",
-           "EXIT_USAGE"]
+__all__ = ["under_mpi", "process_group", "before_report", "after_report", "launch", "check_nproc",
+           "nproc_option"]

@@ -62,7 +62,7 @@ class _Bucket:
                 part[...] = 0
                 flags[k] = 0
             else:
-                part[...] = dist._host(p._grad).reshape(-1)
+                part[...] = dist.host_buffer(p._grad).reshape(-1)
                 flags[k] = 1
         dist.all_reduce_array(self.buffer, op)
         for k, p in enumerate(self.params):

@@ -29,12 +29,12 @@ FAIL_ON_RANK_1 = """\
 import os
 if os.environ.get("PMI_RANK") == "1":
     from microgradnn.train import trainer as _t
-    _step = _t.Trainer._train_step
-    def _train_step(self, batch):
+    _step = _t.Trainer.train_step
+    def train_step(self, batch):
         if self.step == 7:
             raise ValueError("injected failure at step 7")
         return _step(self, batch)
-    _t.Trainer._train_step = _train_step
+    _t.Trainer.train_step = train_step
 """
 
 

@@ -24,14 +24,14 @@ stop_at = spec.pop("stop_at", None)
 
 
 class StopAt:
-    """A callback that asks for a stop at one step (the Trainer runs callbacks on rank 0 only)."""
+    """A callback that asks for a stop at one step."""
 
     def on_step(self, trainer, info):
         if info["step"] == stop_at:
             trainer.request_stop(f"test stop at {stop_at}")
 
 
-callbacks = [StopAt()] if stop_at else []
+callbacks = [StopAt()] if stop_at and (parallel is None or parallel.rank == 0) else []  # asked on rank 0 alone
 if resume:
     trainer = Trainer.resume(run_dir, callbacks, parallel=parallel, overrides=spec.pop("resume_overrides", []))
 else:
