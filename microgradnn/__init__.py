@@ -22,6 +22,7 @@ from .dtypes import bool_, float16, float32, float64, int8, int16, int32, int64,
 from .gradcheck import GradcheckError, gradcheck
 from .checkpoint import CheckpointError, CheckpointNotFoundError, load, save
 from . import nn, optim
+from . import distributed  # mg.distributed: MPI is loaded by init_process_group only
 from .scalar import Value
 from .tensor import (
     Generator,

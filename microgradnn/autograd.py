@@ -95,7 +95,7 @@ class enable_grad(contextlib.ContextDecorator):
 class Variable:
     """The part of a tensor the graph needs. :class:`microgradnn.Tensor` adds the operators."""
 
-    __slots__ = ("array", "requires_grad", "_grad", "_ctx", "_out_index", "_backend", "_hooks", "__weakref__")
+    __slots__ = ("array", "requires_grad", "_grad", "_ctx", "_out_index", "_backend", "_hooks", "_post_hooks", "__weakref__")
 
     # The class an op's output is made of: a Tensor, even when an input is a Parameter.
     _output_type: type = None  # set by microgradnn.tensor
@@ -108,6 +108,7 @@ class Variable:
         self._ctx = ctx
         self._out_index = out_index
         self._hooks: list | None = None  # hooks of a leaf; a non-leaf's live on its node
+        self._post_hooks: list | None = None  # a leaf's hooks run after its .grad is accumulated
 
     @property
     def is_leaf(self) -> bool:
@@ -303,6 +304,9 @@ def _accumulate_leaf(leaf: Variable, grad: Any, handed_out: set) -> None:
         leaf._grad = grad
     else:
         leaf._grad = _as_array(leaf._grad + grad, leaf)
+    if leaf._post_hooks:
+        for hook in tuple(leaf._post_hooks):
+            hook(leaf)
 
 
 def _run_hooks(hooks: list, grad: Any) -> Any:
@@ -408,6 +412,20 @@ def register_hook(tensor: Variable, hook: Callable[[Any], Any]) -> Callable[[], 
         hooks = node.out_hooks.setdefault(tensor._out_index, [])
     hooks.append(hook)
     return functools.partial(_remove_hook, hooks, hook)
+
+
+def register_post_accumulate_grad_hook(tensor: Variable, hook: Callable[[Variable], None]) -> Callable[[], None]:
+    """Call ``hook(tensor)`` each time a backward pass has accumulated into a leaf's ``.grad``
+    (as ``torch.Tensor.register_post_accumulate_grad_hook``): where data-parallel training
+    starts reducing a gradient. Returns a function that removes the hook."""
+    if not tensor.requires_grad:
+        raise RuntimeError("cannot register a hook on a tensor that does not require grad")
+    if tensor._ctx is not None:
+        raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+    if tensor._post_hooks is None:
+        tensor._post_hooks = []
+    tensor._post_hooks.append(hook)
+    return functools.partial(_remove_hook, tensor._post_hooks, hook)
 
 
 def _remove_hook(hooks: list, hook: Callable) -> None:

@@ -199,6 +199,7 @@ class Tensor(Variable):
         self._ctx = ctx
         self._out_index = out_index
         self._hooks = None
+        self._post_hooks = None
 
     # ------------------------------------------------------------------ attributes
 
@@ -407,6 +408,10 @@ class Tensor(Variable):
             return None if result is None else result.array
 
         return autograd.register_hook(self, on_array)
+
+    def register_post_accumulate_grad_hook(self, hook: Callable[["Tensor"], None]) -> Callable[[], None]:
+        """Call ``hook(self)`` after each backward pass has accumulated into ``self.grad`` (leaves only)."""
+        return autograd.register_post_accumulate_grad_hook(self, hook)
 
     def clone(self) -> "Tensor":
         return E.Clone.apply(self)
@@ -1702,6 +1707,54 @@ def get_rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     manual_seed(state["seed"])
     _random(get_backend("cpu")).bit_generator.state = state["state"]
+
+
+# ---------------------------------------------------------------------- data-parallel draws
+# Under data parallelism each rank holds rows start:start+n of every global batch. For
+# dropout to give one process's numbers, every rank keeps one process's random stream (the
+# same seed and the same draws in the same order) and, where a draw has one row per example,
+# draws the whole global batch's rows and keeps its own. Each rank then pays for (N-1)/N more
+# random numbers than it uses; the arithmetic is unchanged.
+_batch_rows: tuple[builtins.int, builtins.int] | None = None  # (global batch size, this rank's first row)
+
+
+class batch_shard:
+    """``with batch_shard(global_batch_size, start):`` per-example random draws (dropout masks)
+    made inside are the rows ``start:start+n`` of the draw one process makes for the whole
+    global batch, so N data-parallel ranks see the masks one process would."""
+
+    def __init__(self, global_batch_size: builtins.int, start: builtins.int) -> None:
+        if not 0 <= start <= global_batch_size:
+            raise ValueError(f"batch_shard: start must be in [0, {global_batch_size}], got {start}")
+        self.rows = (builtins.int(global_batch_size), builtins.int(start))
+        self._outer: Any = None
+
+    def __enter__(self) -> "batch_shard":
+        global _batch_rows
+        self._outer, _batch_rows = _batch_rows, self.rows
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        global _batch_rows
+        _batch_rows = self._outer
+
+
+def rand_rows(shape: Sequence[builtins.int], batch_dim: builtins.int, dtype: DTypeLike = None,
+              device: DeviceLike = "cpu") -> Tensor:
+    """``rand(*shape)`` whose axis ``batch_dim`` runs over the examples of a batch.
+
+    Outside :class:`batch_shard` this is exactly ``rand``; inside it, the rows of this
+    rank's shard of the global draw (see above)."""
+    if _batch_rows is None:
+        return rand(*shape, dtype=dtype, device=device)
+    total, start = _batch_rows
+    shape = tuple(shape)
+    rows = shape[batch_dim]
+    if start + rows > total:
+        raise ValueError(f"rand_rows: rows {start}:{start + rows} lie outside the global batch of {total}")
+    full_draw = rand(*shape[:batch_dim], total, *shape[batch_dim + 1:], dtype=dtype, device=device)
+    index = (slice(None),) * (batch_dim % len(shape)) + (slice(start, start + rows),)
+    return Tensor(full_draw.array[index], full_draw._backend)
 
 
 # ---------------------------------------------------------------------- functions

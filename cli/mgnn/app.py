@@ -18,7 +18,8 @@ import sys
 import warnings
 from typing import Any
 
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, quiet_broken_pipe, report
+from .errors import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, last_line, quiet_broken_pipe, report,
+                     user_error_types)
 
 __all__ = ["main", "description"]
 
@@ -48,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - the error policy lives in errors.py
         if isinstance(exc, SystemExit):
             raise
-        return report(exc, debug)
+        from .parallel import after_report, before_report
+
+        before_report(isinstance(exc, user_error_types()))
+        code = report(exc, debug)
+        after_report(code, last_line())  # one of several ranks: end them all, now that it has said why
+        return code
 
 
 def _show_warning(message: Warning | str, category: type, filename: str, lineno: int, file: Any = None,
@@ -90,6 +96,7 @@ def _dispatch(argv: list[str]) -> int:
         return EXIT_OK
     args = parser.parse_intermixed_args(rest)
     args.command = name
+    args.argv = argv  # --nproc starts this same command line under mpiexec
     from microgradnn.backend import tune_allocator
 
     tune_allocator()  # the command's explicit opt-in; the library never does this by itself

@@ -16,7 +16,7 @@ import sys
 import traceback
 
 __all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "UsageError", "user_error_types", "report",
-           "quiet_broken_pipe"]
+           "quiet_broken_pipe", "last_line", "rank_tag"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run failed (NaN loss), a contract check failed, an internal error
@@ -54,12 +54,34 @@ def report(exc: BaseException, debug: bool) -> int:
         message = str(exc) or type(exc).__name__
         if isinstance(exc, (FileNotFoundError, PermissionError)) and getattr(exc, "filename", None):
             message = f"{exc.strerror or 'not found'}: {exc.filename}"
-        prefix = "" if message.startswith("mgnn") else "mgnn: error: "
-        print(f"{prefix}{message}", file=sys.stderr)
+        tag = rank_tag()  # "rank 1 of 2: " when one of several processes fails
+        prefix = (f"mgnn: {tag}" if tag else "") if message.startswith("mgnn") else f"mgnn: {tag}error: "
+        _say(f"{prefix}{message}")
         return EXIT_USAGE
-    print(f"mgnn: internal error: {type(exc).__name__}: {exc}" +
-          ("" if debug else " (this is a bug; run again with --debug for the traceback)"), file=sys.stderr)
+    _say(f"mgnn: {rank_tag()}internal error: {type(exc).__name__}: {exc}" +
+         ("" if debug else " (this is a bug; run again with --debug for the traceback)"))
     return EXIT_FAILED
+
+
+_last_line = [""]  # the one line report() printed last (a failing rank also hands it to mgnn --nproc)
+
+
+def _say(line: str) -> None:
+    _last_line[0] = line
+    print(line, file=sys.stderr)
+
+
+def last_line() -> str:
+    return _last_line[0]
+
+
+def rank_tag() -> str:
+    """"rank R of N: " while this process is one of several (under mpiexec), else ""."""
+    import microgradnn.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        return f"rank {dist.get_rank()} of {dist.get_world_size()}: "
+    return ""
 
 
 def quiet_broken_pipe() -> int:

@@ -5,6 +5,7 @@ functions and ``mg.nn.init`` the in-place initialisers, as in PyTorch.
 """
 
 from . import functional, init, parametrize, utils
+from . import parallel  # DistributedDataParallel (imports no MPI until a process group starts)
 from .layers import (
     ELU, GELU, Dropout, Embedding, Flatten, Hardtanh, Identity, LayerNorm, LeakyReLU, Linear, LogSigmoid,
     LogSoftmax, ModuleDict, ModuleList, ParameterDict, ParameterList, ReLU, RMSNorm, Sequential, Sigmoid, SiLU,

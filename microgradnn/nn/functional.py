@@ -21,7 +21,7 @@ import numpy as np
 
 from ..autograd import Variable, no_grad
 from ..ops import nn as _nn_ops
-from ..tensor import Tensor, cat, rand, where
+from ..tensor import Tensor, cat, rand, rand_rows, where
 from ..tensor import cross_entropy as _fused_cross_entropy
 from ..tensor import linear as _linear
 
@@ -132,7 +132,10 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         return input
     if p == 1.0:
         return input * 0.0
-    keep = rand(*input.shape, dtype=input.dtype, device=input._backend) >= p
+    if input.ndim >= 2:  # axis 0 runs over the examples (batch first): see tensor.rand_rows
+        keep = rand_rows(input.shape, 0, dtype=input.dtype, device=input._backend) >= p
+    else:
+        keep = rand(*input.shape, dtype=input.dtype, device=input._backend) >= p
     return input * (keep.to(input.dtype) * (1.0 / (1.0 - p)))
 
 

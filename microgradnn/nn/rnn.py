@@ -46,7 +46,7 @@ import numpy as np
 
 from ..autograd import Variable, is_grad_enabled, no_grad
 from ..ops import recurrent
-from ..tensor import Tensor, cat, empty, linear, rand, stack, where, zeros
+from ..tensor import Tensor, cat, empty, linear, rand_rows, stack, where, zeros
 from .module import Module, Parameter
 from .utils.rnn import PackedSequence, forward_packed
 
@@ -273,7 +273,8 @@ def _dropout(x: Tensor, p: float) -> Tensor:
     """Inverted dropout (zero with probability p, scale survivors by 1/(1-p))."""
     if p >= 1.0:
         return x * 0.0
-    keep = rand(*x.shape, dtype=x.dtype, device=x._backend).array >= p
+    # x is (T, B, H) here: axis 1 runs over the examples (see tensor.rand_rows)
+    keep = rand_rows(x.shape, 1, dtype=x.dtype, device=x._backend).array >= p
     return x * (keep.astype(x.dtype) / (1.0 - p))
 
 

@@ -1,6 +1,6 @@
 """How the Trainer runs across processes: the seam a data-parallel strategy fills.
 
-The Trainer asks its ``parallel`` object at exactly four points, and never assumes:
+The Trainer asks its ``parallel`` object at these points, and never assumes:
 
 * :meth:`SingleProcess.shard` — where batches are drawn (``Trainer.train_batches``):
   each global batch becomes this process's share;
@@ -39,3 +39,31 @@ class SingleProcess:
 
     def reduce_sums(self, totals: dict[str, float]) -> dict[str, float]:
         return totals
+
+    # What N ranks also need to end as one process (train.data_parallel.MPIDataParallel
+    # fills them; alone each is the identity):
+
+    def agree(self, spec: Any) -> None:
+        """Refuse to start unless every process trains the same spec with the same code."""
+
+    def broadcast_parameters(self, model: Any) -> None:
+        """Make every process's weights rank 0's."""
+
+    def reduce_step(self, loss: float, count: int) -> tuple[float, int]:
+        """The global mean loss and count of this step, before backward."""
+        return loss, count
+
+    def global_items(self, items: int) -> int:
+        return items
+
+    def any_rank(self, flag: bool) -> bool:
+        """True everywhere when true on any process (a stop asked on one)."""
+        return flag
+
+    def gather_state(self, state: Any) -> Any:
+        """The carried state of every stream, from each process's rows."""
+        return state
+
+    def state_rows(self, state: Any) -> Any:
+        """This process's rows of a whole-batch carried state."""
+        return state

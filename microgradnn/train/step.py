@@ -83,11 +83,14 @@ class Step:
 
 
 def evaluate_batches(step: Step, segments: Iterable[Iterable[Any]], metrics: list, carry_state: bool,
-                     reduce: Any = None) -> dict[str, Any]:
+                     reduce: Any = None, parallel: Any = None) -> dict[str, Any]:
     """Mean loss over every scored target, and each metric, over ``segments`` (lists of
     batches). With ``carry_state`` the hidden state flows from batch to batch within a
     segment (a stream read in order), fresh at each segment. ``reduce`` (a callable on
-    ``{"loss_sum", "count"}``, for several processes) sums the totals. Keys:
+    ``{"loss_sum", "count"}``, for several processes) sums the totals; or ``parallel`` (the
+    data-parallel seam): each process runs its rows of every batch, the outputs are gathered
+    in row order and every process scores the whole batch, so the loss and every metric are
+    one process's. Keys:
     ``val_loss``, ``val_<metric>``, ``val_items``; empty when nothing was scored."""
     for m in metrics:
         m.reset()
@@ -100,7 +103,10 @@ def evaluate_batches(step: Step, segments: Iterable[Iterable[Any]], metrics: lis
             for segment in segments:
                 state = None
                 for batch in segment:
-                    result = step(batch, state if carry_state else None)
+                    if parallel is not None:
+                        result = _sharded(step, parallel, batch, state if carry_state else None)
+                    else:
+                        result = step(batch, state if carry_state else None)
                     if carry_state:
                         state = result.state
                     if result.count == 0:
@@ -123,3 +129,10 @@ def evaluate_batches(step: Step, segments: Iterable[Iterable[Any]], metrics: lis
         results[f"val_{m.name}"] = float(m.compute())
     results["val_items"] = count
     return results
+
+
+def _sharded(step: Step, parallel: Any, batch: Any, state: Any) -> StepOutput:
+    """This process's rows through the model; the whole batch's output scored."""
+    out, new_state = step.forward(parallel.shard_eval(batch), state)
+    whole = make_tensor(parallel.gather_rows(to_host(out)), device=step.device)
+    return StepOutput(whole, new_state, step.loss(whole, batch.y), step.count(batch.y))

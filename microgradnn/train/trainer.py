@@ -177,6 +177,8 @@ class Trainer:
         if tc.track_grad_norms and hasattr(getattr(model, "rnn", None), "track_grad_norms"):
             model.rnn.track_grad_norms = True
         model.to(self.device)
+        self.parallel.agree(self.spec.to_dict() if hasattr(self.spec, "to_dict") else self.spec)
+        self.parallel.broadcast_parameters(model)  # every rank the same spec and code, rank 0's weights
         self.model = model
         self.counts = build.count_parameters(model)
         self.loss_fn = loss_fn
@@ -278,7 +280,7 @@ class Trainer:
 
     @classmethod
     def resume(cls, run_dir: str | os.PathLike, callbacks: Iterable[Any] = (),
-               overrides: Iterable[str] = ()) -> "Trainer":
+               overrides: Iterable[str] = (), parallel: Any = None) -> "Trainer":
         """A trainer for the run in ``run_dir``, at its last checkpoint; ``fit()`` continues
         it exactly where it stopped. ``overrides`` (``train.steps=2000``) may extend the run
         or change its cadences (see :attr:`RESUME_OVERRIDABLE`); the run's spec.yaml is
@@ -294,7 +296,7 @@ class Trainer:
             raise TrainError(f"{run_dir} has no checkpoint to resume from ({runs.CKPT_DIR}/{runs.LAST} is missing)")
         vocab_path = run_dir / runs.VOCAB_FILE
         vocab = runs.read_json(vocab_path) if vocab_path.is_file() else None  # even if the data changed since
-        trainer = cls(spec, run_dir, callbacks, _resuming=True, _vocab=vocab)
+        trainer = cls(spec, run_dir, callbacks, _resuming=True, _vocab=vocab, parallel=parallel)
         trainer.load_checkpoint(ckpt_path)
         trainer._spec_changed = bool(overrides)
         return trainer
@@ -350,13 +352,16 @@ class Trainer:
             extra = self.strategy.penalty(self.model)
             if extra is not None:
                 loss = loss + extra
-        value = float(loss.item())
+        # one decision for every process: the global loss and count, before backward
+        value, _ = self.parallel.reduce_step(float(loss.item()), result.count)
         info: dict[str, Any] = {"step": self.step + 1, "epoch": self.epoch, "batch": self.batch_in_epoch,
-                                "loss": value, "lr": self.lr, "items": self.step_fn.items(batch)}
+                                "loss": value, "lr": self.lr,
+                                "items": self.parallel.global_items(self.step_fn.items(batch))}
         if not math.isfinite(value):
             info["nonfinite"] = f"the loss is {value}"
             return info
-        loss.backward()
+        if result.count:  # a process whose rows score nothing contributes zeros
+            loss.backward()
         params = self.trainable_parameters()
         self.parallel.all_reduce_gradients(params)
         self.callbacks.on_after_backward(self)
@@ -399,8 +404,9 @@ class Trainer:
         """Loss and metrics over the validation split (empty dict without one)."""
         if not self.data.num_val_batches(self.batch_size):
             return {}
+        several = self.parallel.world_size > 1
         return evaluate_batches(self.step_fn, [self.data.val_batches(self.batch_size)], self.metrics, self.tbptt,
-                                reduce=self.parallel.reduce_sums)
+                                parallel=self.parallel if several else None)
 
     def evaluate(self) -> dict[str, Any]:
         """Validate, record and announce the results (``on_eval``)."""
@@ -434,7 +440,7 @@ class Trainer:
             "rng": get_rng_state(),
             "progress": {"step": self.step, "epoch": self.epoch, "batch": self.batch_in_epoch,
                          "total_steps": self.total_steps, "elapsed": self.elapsed},
-            "hidden": state_to_arrays(self.hidden) if self.tbptt else None,
+            "hidden": self.parallel.gather_state(state_to_arrays(self.hidden)) if self.tbptt else None,
             "best": [dict(b) for b in self.best],
             "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None,
             "last_eval": {k: v for k, v in (self.last_eval or {}).items() if isinstance(v, (int, float, str))},
@@ -504,7 +510,10 @@ class Trainer:
         prog = state["progress"]
         self.step, self.epoch, self.batch_in_epoch = int(prog["step"]), int(prog["epoch"]), int(prog["batch"])
         self.elapsed = float(prog.get("elapsed", 0.0))
-        self.hidden = state_from_arrays(state.get("hidden"), self.device) if self.tbptt else None
+        # this process's rows, whatever the number of processes that wrote the checkpoint
+        hidden = self.parallel.state_rows(state.get("hidden")) if self.tbptt else None
+        self.hidden = state_from_arrays(hidden, self.device) if self.tbptt else None
+        self.parallel.broadcast_parameters(self.model)
         self.best_k = BestK(self.keep_best, self.monitor, self.mode, state.get("best"))
         if self.early_stopping is not None and state.get("early_stopping"):
             self.early_stopping.load_state_dict(state["early_stopping"])
@@ -522,7 +531,7 @@ class Trainer:
             "format": "microgradnn.run", "version": 1, "microgradnn": __version__, "status": status,
             "model_info": dict(self.info), "parameters": self.counts, "data": self.data.describe(),
             "step": self.step, "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
-            "finetune": self.finetune_report,
+            "finetune": self.finetune_report, "processes": self.parallel.world_size,
         }
         if self.stop_reason:
             info["reason"] = self.stop_reason
@@ -603,6 +612,10 @@ class Trainer:
                 self.callbacks.on_step(self, info)
                 if "nonfinite" not in info and self._evaluation_due(end_of_epoch):
                     self.evaluate()
+                # a stop asked on any process (a callback, a Ctrl-C) stops every one at this
+                # step, before on_step_end writes the stop's checkpoint (a collective)
+                if self.parallel.any_rank(self.stop_request is not None) and self.stop_request is None:
+                    self.request_stop("stop requested on another rank")
                 self.callbacks.on_step_end(self, info)
                 if self.stop_request is not None or self.step >= self.total_steps or end_of_epoch:
                     break

@@ -113,9 +113,12 @@ def spec_and_overrides(args: Any) -> tuple[str, list[str]]:
     return files[0], [w for w in words if w is not files[0]]
 
 
-def exit_for(summary: dict[str, Any]) -> int:
-    """The exit status of a finished ``fit()`` (see :mod:`mgnn.errors`)."""
+def exit_for(summary: dict[str, Any], quiet: bool = False) -> int:
+    """The exit status of a finished ``fit()`` (see :mod:`mgnn.errors`); ``quiet``: a rank
+    other than 0 under mpiexec, where rank 0 says it."""
     status = summary["status"]
+    if quiet:
+        return {"nan": EXIT_FAILED, "diverged": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}.get(status, EXIT_OK)
     if status == "nan":
         err(f"mgnn: the loss became non-finite: {summary['reason']}")
         return EXIT_FAILED

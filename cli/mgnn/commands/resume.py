@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import parallel
 from ..errors import EXIT_OK, UsageError
 from .base import Command, apply_thread_policy, console, display_options, exit_for, is_override, null_context
 
@@ -19,6 +20,7 @@ class Resume(Command):
     def add_arguments(self, p: Any) -> None:
         p.add_argument("run_dir", help="the run folder")
         p.add_argument("overrides", nargs="*", help="train.* overrides, e.g. train.steps=2000")
+        parallel.nproc_option(p)
         display_options(p)
 
     def run(self, args: Any) -> int:
@@ -37,12 +39,20 @@ class Resume(Command):
             overrides.append("train.track_grad_norms=true")
         if args.threads is not None:
             overrides.append(f"train.threads={args.threads}")
+        nproc = parallel.check_nproc(args.nproc)
+        if nproc > 1 and not parallel.under_mpi():
+            return parallel.launch(nproc, args.argv)
+        group = parallel.process_group()
+        quiet = group is not None and not group.is_writer
         out = console()
         display = TrainDisplay(out, live=False if args.plain else None, grad_norms=args.grad_norms, resumed=True)
-        with out.status("restoring the run...") if out.is_terminal else null_context():
-            trainer = Trainer.resume(run_dir, callbacks=[display], overrides=overrides)
+        with out.status("restoring the run...") if out.is_terminal and not quiet else null_context():
+            trainer = Trainer.resume(run_dir, callbacks=[] if quiet else [display], overrides=overrides,
+                                     parallel=group)
         if trainer.step >= trainer.total_steps:
             # nothing to do: the run (and its spec.yaml) stays exactly as it was
+            if quiet:
+                return EXIT_OK
             out.print(f"{run_dir} already ran all {trainer.step:,} steps; extend it with train.steps=N "
                       f"(more than {trainer.step:,}) or train.epochs=N")
             return EXIT_OK
@@ -52,4 +62,4 @@ class Resume(Command):
             summary = trainer.fit(handle_sigint=True)
         finally:
             display.close()
-        return exit_for(summary)
+        return exit_for(summary, quiet)

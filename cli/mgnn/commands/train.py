@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.syntax import Syntax
 
+from .. import parallel
 from ..errors import EXIT_OK
 from .base import (Command, apply_thread_policy, console, display_options, exit_for, null_context, positive_int,
                    spec_and_overrides)
@@ -15,7 +16,7 @@ from .base import (Command, apply_thread_policy, console, display_options, exit_
 class Train(Command):
     name = "train"
     usage = "SPEC [key=value ...]"
-    summary = "train (live display; --dry-run N, --print-config)"
+    summary = "train (live display; --dry-run N, --print-config, --nproc N)"
     description = "Train from a YAML spec. Overrides (key=value, ~key) and options may come in any order."
 
     def add_arguments(self, p: Any) -> None:
@@ -25,6 +26,7 @@ class Train(Command):
                        help="run N batches and stop; write no run folder, no checkpoint")
         p.add_argument("--print-config", action="store_true", help="print the resolved spec and exit")
         p.add_argument("--run-dir", metavar="DIR", help="write the run here (default: output.dir/output.name)")
+        parallel.nproc_option(p)
         display_options(p)
 
     def run(self, args: Any) -> int:
@@ -39,6 +41,9 @@ class Train(Command):
         if args.threads is not None:
             overrides.append(f"train.threads={args.threads}")
         spec = load_spec(spec_file, overrides)
+        nproc = parallel.check_nproc(args.nproc)
+        if nproc > 1 and not parallel.under_mpi() and not args.print_config:
+            return parallel.launch(nproc, args.argv)
         apply_thread_policy(spec.train.threads)
         out = console()
         if args.print_config:
@@ -48,11 +53,15 @@ class Train(Command):
             else:
                 sys.stdout.write(text)
             return EXIT_OK
+        group = parallel.process_group()  # under mpiexec: this rank's seat; else None
+        quiet = group is not None and not group.is_writer  # ranks other than 0 show nothing
         display = TrainDisplay(out, live=False if args.plain else None, grad_norms=spec.train.track_grad_norms)
-        with out.status("loading data and building the model...") if out.is_terminal else null_context():
-            trainer = Trainer(spec, run_dir=args.run_dir, callbacks=[display], dry_run=args.dry_run)
+        with out.status("loading data and building the model...") if out.is_terminal and not quiet \
+                else null_context():
+            trainer = Trainer(spec, run_dir=args.run_dir, callbacks=[] if quiet else [display], dry_run=args.dry_run,
+                              parallel=group)
         try:
             summary = trainer.fit(handle_sigint=True)
         finally:
             display.close()
-        return exit_for(summary)
+        return exit_for(summary, quiet)

@@ -14,6 +14,7 @@ A spec's dataset (:mod:`microgradnn.data`) hands a split over as a map-style dat
 from .collate import default_collate, default_convert
 from .dataloader import DataLoader
 from .datamodule import DataModuleDataset, pad_collate
+from .distributed import DistributedSampler
 from .dataset import (
     ChainDataset, ConcatDataset, Dataset, IterableDataset, StackDataset, Subset, TensorDataset, random_split,
 )
@@ -25,6 +26,6 @@ from .worker import WorkerInfo, get_worker_info
 __all__ = [
     "Dataset", "IterableDataset", "TensorDataset", "ConcatDataset", "ChainDataset", "StackDataset", "Subset",
     "random_split", "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler",
-    "WeightedRandomSampler", "BatchSampler", "DataLoader", "default_collate", "default_convert",
+    "WeightedRandomSampler", "BatchSampler", "DistributedSampler", "DataLoader", "default_collate", "default_convert",
     "get_worker_info", "WorkerInfo", "DataModuleDataset", "pad_collate",
 ]
