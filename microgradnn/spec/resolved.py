@@ -192,7 +192,7 @@ class TrainSpec(_Record):
     log_every: int
     metrics: tuple[str, ...]
     track_grad_norms: bool
-    threads: int | None = None
+    threads: int | None
 
 
 @dataclass(frozen=True, eq=False)
