@@ -81,7 +81,11 @@ def not_a_file_reason(path: str | os.PathLike) -> str | None:
         return f"can't be examined ({exc.strerror or exc})"
     if stat.S_ISREG(mode):
         return None
-    return f"is {kind_of(mode)}, not a regular file"
+    return _not_a_file(mode)
+
+
+def _not_a_file(mode: int) -> str:
+    return "is a folder, not a file" if stat.S_ISDIR(mode) else f"is {kind_of(mode)}, not a regular file"
 
 
 class NotARegularFileError(OSError):
@@ -108,7 +112,7 @@ def open_regular_file(path: str | os.PathLike) -> BinaryIO:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise NotARegularFileError(errno.EINVAL, f"is {kind_of(mode)}, not a regular file", os.fspath(path))
+            raise NotARegularFileError(errno.EINVAL, _not_a_file(mode), os.fspath(path))
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)  # regular files ignore O_NONBLOCK; reset it all the same
         return os.fdopen(fd, "rb")

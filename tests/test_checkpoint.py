@@ -356,7 +356,7 @@ def test_missing_file_and_directory(tmp_path):
         mg.load(tmp_path / "nothing.safetensors")
     with pytest.raises(FileNotFoundError):  # also an OSError subclass, as open() would raise
         mg.load(tmp_path / "nothing.safetensors")
-    with pytest.raises(CheckpointError, match="is a folder, not a regular file"):
+    with pytest.raises(CheckpointError, match="is a folder, not a file"):
         mg.load(tmp_path)
 
 
