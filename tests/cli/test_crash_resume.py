@@ -3,51 +3,17 @@ uninterrupted run ends — bit-identical weights, identical metrics.jsonl record
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import microgradnn as mg
-
 from . import _forked
-
-REPO = Path(__file__).resolve().parents[2]
-
-SPEC = """\
-model: {{embedding_dim: 8, hidden_size: 12}}
-data: {{name: charlm, paths: {corpus}, seq_len: 12, val_fraction: 0.2}}
-optimizer: {{name: adam, lr: 0.01}}
-train: {{steps: 24, batch_size: 4, eval_every: 6, log_every: 2, checkpoint_every: 3, keep_best: 2, tbptt: true,
-         track_grad_norms: false}}
-output: {{dir: {runs}}}
-"""
-
-#: fields of a metrics record that measure time, not the run
-_CLOCK = {"elapsed", "throughput"}
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    d = tmp_path_factory.mktemp("crash")
-    corpus = d / "corpus.txt"
-    corpus.write_text((REPO / "microgradnn" / "nn" / "rnn.py").read_text(encoding="utf-8")[:2000], encoding="utf-8")
-    (d / "tiny.yaml").write_text(SPEC.format(corpus=corpus, runs=d / "runs"))
-    return d
-
-
-def _records(run: Path) -> list[dict]:
-    out = []
-    for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line)
-        out.append({k: v for k, v in rec.items() if k not in _CLOCK})
-    return out
-
-
-def _weights(run: Path) -> dict[str, np.ndarray]:
-    state = mg.load(run / "checkpoints" / "last.safetensors")
-    return {k: np.asarray(v) for k, v in state["model"].items()}
+    return _forked.make_work(tmp_path_factory.mktemp("crash"))
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +21,9 @@ def reference(work):
     out = _forked.run(["train", "tiny.yaml", "--plain", "--run-dir", "runs/reference"], cwd=work)
     assert out.code == 0, out.stderr
     return work / "runs" / "reference"
+
+
+_records, _weights = _forked.records, _forked.weights
 
 
 def _finish(work: Path, run: str, first: dict, later: list[dict]) -> list[str]:
