@@ -27,7 +27,8 @@ from pathlib import Path
 
 from .fileio import remove_stale_temporaries
 
-__all__ = ["LOCK_FILE", "RunLock", "RunLockedError", "lock_run_dir", "claim_fresh_dir", "holder_pid"]
+__all__ = ["LOCK_FILE", "RunLock", "RunLockedError", "lock_run_dir", "claim_fresh_dir", "holder_pid",
+           "is_being_written"]
 
 LOCK_FILE = ".lock"
 
@@ -61,6 +62,31 @@ def holder_pid(run_dir: str | os.PathLike) -> int | None:
         return int(text[0]) if text else None
     except (OSError, ValueError):
         return None
+
+
+def is_being_written(run_dir: str | os.PathLike) -> bool:
+    """Whether some process (this one included) holds ``run_dir``'s writer lock right now.
+
+    A reader's probe, never a wait: it lets ``run.json``'s "running" be told apart from a
+    run whose process died (kill -9, a power cut) before it could write its final status."""
+    key = _key(Path(run_dir))
+    with _HELD_GUARD:
+        if key in _HELD and _HELD[key].held:
+            return True
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False  # no lock file: nobody ever took the lock
+    try:
+        if fcntl is None:  # pragma: no cover - Windows: can't probe without writing
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+    finally:
+        os.close(fd)  # (drops the shared probe lock, if taken)
 
 
 def _try_lock(fd: int) -> bool:

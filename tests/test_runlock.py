@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from microgradnn.runlock import LOCK_FILE, RunLockedError, claim_fresh_dir, holder_pid, lock_run_dir
+from microgradnn.runlock import (LOCK_FILE, RunLockedError, claim_fresh_dir, holder_pid, is_being_written,
+                                 lock_run_dir)
 
 _HOLD = textwrap.dedent("""
     import sys, time
@@ -41,10 +42,12 @@ def test_second_writer_is_refused_with_the_holders_pid_and_kill_9_releases(tmp_p
         message = str(info.value)
         assert str(run) in message and f"process {proc.pid}" in message and "\n" not in message
         assert holder_pid(run) == proc.pid
+        assert is_being_written(run)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     # the kernel let go of the lock with the process: no stale lock to clear by hand
+    assert not is_being_written(run)
     with lock_run_dir(run) as lock:
         assert lock.held and holder_pid(run) == os.getpid()
     assert not lock.held
