@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import microgradnn as mg  # noqa: E402
+
+mg.backend.tune_allocator()  # what `mgnn` does: keep freed memory for reuse (see README)
 import torch  # noqa: E402
 
 torch.set_num_threads(2)

@@ -29,6 +29,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import microgradnn as mg  # noqa: E402
+
+mg.backend.tune_allocator()  # what `mgnn` does: keep freed memory for reuse (see README)
 from microgradnn.ops.recurrent import gru_sequence, lstm_sequence, rnn_sequence  # noqa: E402
 
 torch.set_num_threads(2)

@@ -51,6 +51,7 @@ def build_sequence_step(cell: str, T: int = 64, B: int = 32, I: int = 128, H: in
     import microgradnn as mg
     import torch
 
+    mg.backend.tune_allocator()  # what `mgnn` does: keep freed memory for reuse (see README)
     torch.manual_seed(0)
     t_rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell](I, H)
     t_head = torch.nn.Linear(H, C)
@@ -139,6 +140,7 @@ def build_charlm_step(T: int = 128, B: int = 64, vocab: int = 65, embed: int = 6
     if "mg" in frameworks:
         import microgradnn as mg
 
+        mg.backend.tune_allocator()
         m_model = _CharLM(mg.nn, vocab, embed, hidden, layers)
         for m_mod, t_mod in zip(m_model.modules(), t_model.modules()):
             m_mod.load_state_dict(t_mod.state_dict())

@@ -48,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from .backend import to_host
+
 __all__ = ["save", "load", "CheckpointError", "CheckpointNotFoundError", "ChecksumMismatchError"]
 
 FORMAT = "microgradnn.checkpoint"
@@ -128,7 +130,7 @@ class _Encoder:
         if isinstance(obj, Tensor):
             from .nn.module import Parameter
 
-            node = self._array(obj, obj._host(), path)
+            node = self._array(obj, to_host(obj.array), path)
             node["kind"] = "Parameter" if isinstance(obj, Parameter) else "Tensor"
             node["requires_grad"] = bool(obj.requires_grad)
             return node

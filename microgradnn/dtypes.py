@@ -1,4 +1,5 @@
-"""dtypes are numpy's (CuPy uses the same objects), exposed under PyTorch's names."""
+"""dtypes are numpy's (CuPy uses the same objects), exposed under PyTorch's names, and
+the default floating dtype (``torch.get_default_dtype``) that ops and tensors read."""
 
 import numpy as np
 
@@ -22,3 +23,19 @@ ALIASES = {
     "long": int64,
     "bool": bool_,
 }
+
+
+_default_dtype = float32
+
+
+def get_default_dtype() -> np.dtype:
+    """The dtype of new floating tensors (``mg.set_default_dtype`` changes it)."""
+    return _default_dtype
+
+
+def set_default_dtype(dtype: object) -> None:
+    global _default_dtype
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"set_default_dtype: only floating-point dtypes are allowed, got {dtype}")
+    _default_dtype = dtype

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .autograd import Variable, no_grad
+from .backend import to_host
 from .tensor import Tensor
 
 
@@ -49,7 +50,7 @@ def gradcheck(
     def objective() -> float:
         with no_grad():
             outs = _outputs(fn(*inputs))
-        return float(sum(np.sum(_host(o.array) * v) for o, v in zip(outs, projections)))
+        return float(sum(np.sum(to_host(o.array) * v) for o, v in zip(outs, projections)))
 
     for t in checked:
         t._grad = None
@@ -64,7 +65,7 @@ def gradcheck(
     total.backward()
 
     for position, t in enumerate(checked):
-        analytic = np.zeros(t.shape) if t._grad is None else _host(t._grad).astype(np.float64)
+        analytic = np.zeros(t.shape) if t._grad is None else to_host(t._grad).astype(np.float64)
         numeric = np.zeros(t.shape)
         flat = t.array.reshape(-1)  # a view: nudging it nudges the input
         for i in range(flat.size):
@@ -85,7 +86,3 @@ def gradcheck(
                 f"analytic:\n{analytic}\nnumerical:\n{numeric}"
             )
     return True
-
-
-def _host(array: Any) -> np.ndarray:
-    return array if isinstance(array, np.ndarray) else array.get()

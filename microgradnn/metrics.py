@@ -29,17 +29,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .backend import to_host
+
 __all__ = ["Metric", "Accuracy", "F1", "Perplexity", "BLEU", "bleu", "corpus_bleu", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100
-
-
-def _host(a: Any) -> np.ndarray:
-    """A numpy array from numpy, a Tensor (``.array``) or a CuPy array (``.get()``)."""
-    a = getattr(a, "array", a) if not isinstance(a, np.ndarray) else a
-    if not isinstance(a, np.ndarray) and hasattr(a, "get"):
-        a = a.get()
-    return np.asarray(a)
 
 
 def _predictions(output: Any, target: Any, owner: str) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +42,7 @@ def _predictions(output: Any, target: Any, owner: str) -> tuple[np.ndarray, np.n
     ``output`` (..., C) logits -> argmax over the last axis; a single logit (..., 1) is a
     binary classifier's (class 1 when the logit > 0). Positions whose target is negative
     (IGNORE_INDEX) are dropped."""
-    out, tgt = _host(output), _host(target)
+    out, tgt = to_host(output), to_host(target)
     if tgt.dtype.kind not in "iub":
         raise ValueError(f"{owner}: needs integer class targets, got dtype {tgt.dtype} (is this a regression task?)")
     if out.shape[:-1] != tgt.shape:
@@ -65,6 +59,8 @@ class Metric:
 
     name: str = "metric"
     higher_is_better: bool = True
+    #: What targets it fits (:mod:`microgradnn.tasks`): "classes" (integer ids) or "values".
+    targets: str = "classes"
 
     def __init__(self) -> None:
         self.reset()
@@ -309,7 +305,7 @@ class BLEU(Metric):
         self.stats = _BleuStats(self.max_n)
 
     def update(self, output: Any, target: Any, loss_sum: float = 0.0, count: int = 0) -> None:
-        out, tgt = _host(output), _host(target)
+        out, tgt = to_host(output), to_host(target)
         if out.ndim != 3 or tgt.ndim != 2:
             raise ValueError(f"bleu: needs per-step outputs (B, T, V) and targets (B, T), got {out.shape} and {tgt.shape}")
         if out.shape[:2] != tgt.shape:

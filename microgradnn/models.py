@@ -8,26 +8,20 @@ unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
+from . import registry
+from .contracts import SEQUENCE_LAYER_ARGS, contract
 from .nn.layers import Dropout, Embedding, Linear
-from .nn.module import Module, Parameter
-from .nn.rnn import GRU, LSTM, RNN, Recurrent
+from .nn.module import Module
+from .nn.rnn import Recurrent
+from .tasks import get_task, task_names
 from .tensor import Tensor, cat
 
-__all__ = ["SequenceModel", "TASKS", "BUILTIN_CELLS"]
+__all__ = ["SequenceModel", "TASKS", "build_recurrent"]
 
-TASKS = ("lm", "classification", "regression")
-
-#: Cells with a fused PyTorch-compatible sequence layer; any other cell runs through
-#: the generic runner (:class:`~microgradnn.nn.Recurrent`).
-BUILTIN_CELLS: dict[str, Callable[..., Module]] = {
-    "lstm": lambda **kw: LSTM(**kw),
-    "gru": lambda **kw: GRU(**kw),
-    "rnn": lambda **kw: RNN(nonlinearity="tanh", **kw),
-    "rnn_tanh": lambda **kw: RNN(nonlinearity="tanh", **kw),
-    "rnn_relu": lambda **kw: RNN(nonlinearity="relu", **kw),
-}
+#: The tasks a SequenceModel serves (declared in :mod:`microgradnn.tasks`).
+TASKS = task_names()
 
 
 class SequenceModel(Module):
@@ -38,8 +32,11 @@ class SequenceModel(Module):
             ``"classification"``, number of targets for ``"regression"``.
         vocab_size: give it for token inputs (an ``Embedding(vocab_size, embedding_dim)``
             is built); leave None for float inputs with ``input_size`` features per step.
-        cell: "lstm" | "gru" | "rnn" | "rnn_tanh" | "rnn_relu", or a cell class/factory
-            (a plugin cell) that the generic :class:`~microgradnn.nn.Recurrent` runs.
+        cell: a registered cell name ("lstm", "gru", "rnn", "rnn_relu", a plugin's) or a
+            cell class/factory. A built-in name builds its cell's fused whole-sequence
+            layer (``cell.sequence_layer``: LSTM, GRU, RNN); a plugin's name, or a class
+            given directly, runs through the generic :class:`~microgradnn.nn.Recurrent`.
+        cell_options: passed to that layer (``proj_size`` for an LSTM) or to the cell.
         init_state: None or "learned" (a trained initial state; also what prefix tuning uses).
 
     ``forward(x, state=None, lengths=None) -> (output, state)``: ``x`` is batch-first
@@ -59,10 +56,10 @@ class SequenceModel(Module):
                  cell_options: dict | None = None) -> None:
         super().__init__()
         if task not in TASKS:
-            raise ValueError(f"SequenceModel: task must be one of {TASKS}, got {task!r}")
+            raise ValueError(f"SequenceModel: task must be one of {tuple(TASKS)}, got {task!r}")
         if (vocab_size is None) == (input_size is None):
             raise ValueError("SequenceModel: give exactly one of vocab_size (tokens) or input_size (features)")
-        if task == "lm" and bidirectional:
+        if bidirectional and not get_task(task).reads_backwards:
             raise ValueError("SequenceModel: a language model can't be bidirectional (it would see the future)")
         self.task = task
         self.output_size = output_size
@@ -72,11 +69,12 @@ class SequenceModel(Module):
         else:
             self.embedding = None
             rnn_input = input_size
-        self.rnn = _build_rnn(cell, rnn_input, hidden_size, num_layers, dropout, bidirectional,
-                              init_state, cell_options or {})
+        self.rnn = build_recurrent(cell, rnn_input, hidden_size, num_layers, dropout, bidirectional,
+                                   init_state, cell_options or {})
         self.drop = Dropout(dropout)
         directions = 2 if bidirectional else 1
-        self.head = Linear(hidden_size * directions, output_size)
+        width = getattr(self.rnn, "proj_size", 0) or hidden_size  # an LSTM projection narrows h
+        self.head = Linear(width * directions, output_size)
         self.register_parameter("prompt", None)
 
     @property
@@ -94,7 +92,7 @@ class SequenceModel(Module):
             if lengths is not None:
                 lengths = _shift_lengths(lengths, prompt_len)
         outputs, state = self.rnn(inputs, state, lengths=lengths) if lengths is not None else self.rnn(inputs, state)
-        if self.task == "lm":
+        if get_task(self.task).per_step:
             if prompt_len:
                 outputs = outputs[:, prompt_len:]
             return self.head(self.drop(outputs)), state
@@ -114,16 +112,20 @@ def _shift_lengths(lengths: Any, by: int) -> Any:
     return [int(n) + by for n in lengths]
 
 
-def _build_rnn(cell: Any, input_size: int, hidden_size: int, num_layers: int, dropout: float,
-               bidirectional: bool, init_state: str | None, cell_options: dict) -> Module:
-    common = dict(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers,
-                  dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
+def build_recurrent(cell: Any, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
+                    bidirectional: bool = False, init_state: str | None = None,
+                    cell_options: dict | None = None) -> Module:
+    """The recurrent stack of a model: ``contract("cells").target(cell)`` (a built-in
+    cell's fused layer, else the generic :class:`~microgradnn.nn.Recurrent` over the
+    cell) called with the framework's arguments and ``cell_options``. The spec binds
+    its options to this same callable, so what it accepts here builds."""
+    common = dict(num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
                   batch_first=True, init_state=init_state)
-    if isinstance(cell, str):
-        key = cell.lower()
-        if key not in BUILTIN_CELLS:
-            raise ValueError(f"unknown cell {cell!r}; built-in cells are {sorted(BUILTIN_CELLS)}")
-        return BUILTIN_CELLS[key](**common, **cell_options)
-    return Recurrent(cell, **common, **cell_options)
-
-
+    assert set(common) <= SEQUENCE_LAYER_ARGS
+    if isinstance(cell, str):  # a registered name: what the spec's `cell:` builds
+        target = contract("cells").target(registry.get("cells", cell))
+        if target is not registry.get("cells", cell):
+            return target(input_size, hidden_size, **common, **(cell_options or {}))
+        cell = target
+    # a cell class or factory given directly (or a plugin's): the generic runner
+    return Recurrent(cell, input_size, hidden_size, **common, **(cell_options or {}))

@@ -2,8 +2,8 @@
 
 Each kind has one entry-point group, ``"microgradnn." + kind``::
 
-    microgradnn.layers  microgradnn.cells      microgradnn.losses    microgradnn.optimizers
-    microgradnn.schedulers  microgradnn.finetune  microgradnn.datasets  microgradnn.metrics
+    microgradnn.cells  microgradnn.losses  microgradnn.optimizers  microgradnn.schedulers
+    microgradnn.finetune  microgradnn.datasets  microgradnn.metrics
 
 The built-ins are registered in microgradnn's own ``pyproject.toml`` through the very same
 groups, so a third-party plugin and a built-in travel one path. A plugin distribution
@@ -27,21 +27,10 @@ How it behaves, and why:
   ``get(kind, name)`` raise an error naming both; ``"dist:name"`` picks one.
 * **Typos get a did-you-mean** (``difflib``), as everywhere in microgradnn.
 
-What each kind's object is (the registry checks it on load; a factory function that
-returns such an object is accepted wherever a class is):
-
-============  =====================================================================
-kind          registered object, called with the component's options
-============  =====================================================================
-layers        a :class:`~microgradnn.nn.Module` subclass
-cells         a Module subclass (or factory) ``cell(input_size, hidden_size, **opts)``
-losses        a Module subclass, called ``loss(output, target)`` once built
-optimizers    an :class:`~microgradnn.optim.Optimizer` subclass ``(params, **opts)``
-schedulers    an ``LRScheduler`` subclass ``(optimizer, **opts)``
-finetune      a strategy class with ``apply(model)``
-datasets      a factory ``(**opts) -> DataModule``
-metrics       a class with ``update``, ``compute`` and ``reset``
-============  =====================================================================
+What each kind's object is, how it is called and what it must offer is its contract,
+declared once in :mod:`microgradnn.contracts` (a ``typing.Protocol`` per kind). The
+registry verifies every entry against it when it loads it, so a plugin that breaks it
+is reported once, with its distribution's name, instead of crashing a run later.
 """
 
 from __future__ import annotations
@@ -49,7 +38,6 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata as metadata
-import inspect
 import re
 import threading
 import warnings
@@ -57,13 +45,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import contracts
+
 __all__ = [
     "KINDS", "GROUP_PREFIX", "Entry", "Failure", "RegistryError", "PluginWarning",
     "get", "get_entry", "names", "entries", "failures", "load_all",
-    "register", "unregister", "cache_clear", "group", "suggest", "singular", "rnn_relu_cell",
+    "register", "unregister", "cache_clear", "group", "suggest", "singular",
 ]
 
-KINDS: tuple[str, ...] = ("layers", "cells", "losses", "optimizers", "schedulers", "finetune", "datasets", "metrics")
+KINDS: tuple[str, ...] = contracts.KINDS
 GROUP_PREFIX = "microgradnn."
 
 #: The distribution name shown for components registered in-process with :func:`register`.
@@ -272,43 +262,8 @@ def _all(kind: str) -> list[Entry]:
 
 
 def _callable_error(kind: str, obj: Any) -> str | None:
-    """Why ``obj`` can't be a ``kind`` component, or None when it can."""
-    if not callable(obj):
-        return f"{obj!r} is not callable (register a class or a factory function)"
-    if kind in ("layers", "cells", "losses"):
-        from .nn.module import Module
-
-        if isinstance(obj, Module):
-            return f"{type(obj).__name__} instance registered; register the class (or a factory), not an instance"
-        if inspect.isclass(obj) and not issubclass(obj, Module):
-            return f"{obj.__module__}.{obj.__qualname__} is not a microgradnn.nn.Module subclass"
-        if kind == "cells":
-            try:
-                inspect.signature(obj).bind(1, 1)
-            except TypeError:
-                return (f"{getattr(obj, '__qualname__', obj)!r} can't be called as cell(input_size, hidden_size, "
-                        "**options)")
-            except ValueError:  # no signature available (a builtin): trust it
-                pass
-    elif kind == "optimizers":
-        from .optim.optimizer import Optimizer
-
-        if inspect.isclass(obj) and not issubclass(obj, Optimizer):
-            return f"{obj.__module__}.{obj.__qualname__} is not a microgradnn.optim.Optimizer subclass"
-    elif kind == "schedulers":
-        from .optim.lr_scheduler import LRScheduler
-
-        if inspect.isclass(obj) and not issubclass(obj, LRScheduler):
-            return f"{obj.__module__}.{obj.__qualname__} is not a microgradnn.optim.lr_scheduler.LRScheduler subclass"
-    elif kind == "finetune":
-        if inspect.isclass(obj) and not callable(getattr(obj, "apply", None)):
-            return f"{obj.__module__}.{obj.__qualname__} has no apply(model) method (not a fine-tuning strategy)"
-    elif kind == "metrics":
-        if inspect.isclass(obj):
-            missing = [m for m in ("update", "compute", "reset") if not callable(getattr(obj, m, None))]
-            if missing:
-                return f"{obj.__module__}.{obj.__qualname__} lacks {', '.join(missing)} (not a metric)"
-    return None
+    """Why ``obj`` can't be a ``kind`` component (its contract, :mod:`microgradnn.contracts`)."""
+    return contracts.verify(kind, obj)
 
 
 # ----------------------------------------------------------------------------- lookup
@@ -343,7 +298,7 @@ def _find(kind: str, name: str) -> Entry:
 
 def singular(kind: str) -> str:
     """``"cells"`` -> ``"cell"``, ``"finetune"`` -> ``"fine-tuning strategy"``: for messages."""
-    return {"finetune": "fine-tuning strategy", "losses": "loss", "datasets": "dataset"}.get(kind, kind.rstrip("s"))
+    return contracts.singular(kind)
 
 
 def _load(entry: Entry) -> Any:
@@ -478,17 +433,3 @@ def cache_clear() -> None:
         _discovered = None
         _failures.clear()
         _reported.clear()
-
-
-# ----------------------------------------------------------------------------- built-in factories
-
-
-def rnn_relu_cell(input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
-                  dtype: Any = None) -> Any:
-    """The ``rnn_relu`` built-in cell: an Elman cell with a ReLU, ``RNNCell(nonlinearity="relu")``.
-
-    An entry point names one object, so the relu variant of ``RNNCell`` needs this small
-    factory to be a component of its own."""
-    from .nn.rnn import RNNCell
-
-    return RNNCell(input_size, hidden_size, bias=bias, nonlinearity="relu", device=device, dtype=dtype)

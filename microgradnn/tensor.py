@@ -14,16 +14,14 @@ import numpy as np
 
 from . import autograd
 from .autograd import Variable
-from .backend import Backend, get_backend
+from .backend import Backend, get_backend, to_host
 from .ops import elementwise as E
 from .ops import linalg as L
 from .ops import nn as N
 from .ops import reduce as R
 from .ops import shape as S
 
-from .dtypes import bool_, float16, float32, float64, int32, int64
-
-_default_dtype = float32
+from .dtypes import bool_, float16, float32, float64, get_default_dtype, int32, int64, set_default_dtype
 
 MaxMin = namedtuple("MaxMin", ["values", "indices"])
 
@@ -31,21 +29,9 @@ DTypeLike = Any
 DeviceLike = "str | Backend"
 
 
-def get_default_dtype() -> np.dtype:
-    return _default_dtype
-
-
-def set_default_dtype(dtype: DTypeLike) -> None:
-    global _default_dtype
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f":
-        raise TypeError(f"set_default_dtype: only floating-point dtypes are allowed, got {dtype}")
-    _default_dtype = dtype
-
-
 def _as_dtype(dtype: DTypeLike) -> np.dtype:
     if dtype is builtins.float:
-        return _default_dtype
+        return get_default_dtype()
     if dtype is builtins.int:
         return int64
     if dtype is builtins.bool:
@@ -169,12 +155,12 @@ class Tensor(Variable):
         return self.array
 
     def tolist(self) -> Any:
-        return self._host().tolist()
+        return self._backend.to_host(self.array).tolist()
 
     def item(self) -> Any:
         if self.array.size != 1:
             raise RuntimeError(f"a tensor with {self.array.size} elements cannot be converted to a Python number")
-        return self._host().reshape(()).item()
+        return self._backend.to_host(self.array).reshape(()).item()
 
     def __float__(self) -> builtins.float:
         return builtins.float(self.item())
@@ -187,16 +173,12 @@ class Tensor(Variable):
             raise RuntimeError(f"the truth value of a tensor with {self.array.size} elements is ambiguous: use .any() or .all()")
         return bool(self.item())
 
-    def _host(self) -> np.ndarray:
-        data = self.array
-        return data if self._backend.name == "cpu" else data.get()
-
     def __repr__(self) -> str:
-        body = np.array2string(self._host(), separator=", ", precision=4, prefix="tensor(")
+        body = np.array2string(self._backend.to_host(self.array), separator=", ", precision=4, prefix="tensor(")
         extras = []
         if self._backend.name != "cpu":
             extras.append(f"device='{self.device}'")
-        if self.dtype not in (_default_dtype, int64, bool_):
+        if self.dtype not in (get_default_dtype(), int64, bool_):
             extras.append(f"dtype={self.dtype}")
         if self._ctx is not None:
             extras.append(f"grad_fn={self._ctx!r}")
@@ -688,7 +670,7 @@ class _ToDevice(autograd.Function):
 
 def _move_array(array: Any, backend: Backend) -> Any:
     if backend.name == "cpu":
-        return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else np.asarray(array)
+        return to_host(array)
     return backend.xp.asarray(array)
 
 
@@ -708,7 +690,7 @@ def tensor(data: Any, dtype: DTypeLike = None, device: DeviceLike = "cpu", requi
     elif not hasattr(data, "dtype"):
         probe = np.asarray(data)
         if probe.dtype.kind == "f":
-            dtype = _default_dtype
+            dtype = get_default_dtype()
         elif probe.dtype.kind in "iu":
             dtype = int64
         elif probe.dtype.kind not in "b":
@@ -729,7 +711,7 @@ def from_numpy(array: np.ndarray) -> Tensor:
 def _creator(fill: Callable[[Any, tuple, np.dtype], Any]) -> Callable[..., Tensor]:
     def create(*size: Any, dtype: DTypeLike = None, device: DeviceLike = "cpu", requires_grad: bool = False) -> Tensor:
         backend = get_backend(device)
-        out = Tensor(fill(backend, _dims(size), _as_dtype(dtype) if dtype is not None else _default_dtype), backend)
+        out = Tensor(fill(backend, _dims(size), _as_dtype(dtype) if dtype is not None else get_default_dtype()), backend)
         return out.requires_grad_(True) if requires_grad else out
 
     return create
@@ -750,7 +732,7 @@ rand.__doc__ = "Uniform samples in [0, 1) from the generator seeded by :func:`ma
 def full(size: Sequence[builtins.int], fill_value: Any, dtype: DTypeLike = None, device: DeviceLike = "cpu", requires_grad: bool = False) -> Tensor:
     backend = get_backend(device)
     if dtype is None:
-        dtype = _default_dtype if isinstance(fill_value, builtins.float) else bool_ if isinstance(fill_value, bool) else int64
+        dtype = get_default_dtype() if isinstance(fill_value, builtins.float) else bool_ if isinstance(fill_value, bool) else int64
     out = Tensor(backend.xp.full(tuple(size), fill_value, dtype=_as_dtype(dtype)), backend)
     return out.requires_grad_(True) if requires_grad else out
 
@@ -759,7 +741,7 @@ def arange(start: Any, end: Any = None, step: Any = 1, dtype: DTypeLike = None, 
     if end is None:
         start, end = 0, start
     if dtype is None:
-        dtype = int64 if all(isinstance(v, builtins.int) for v in (start, end, step)) else _default_dtype
+        dtype = int64 if all(isinstance(v, builtins.int) for v in (start, end, step)) else get_default_dtype()
     backend = get_backend(device)
     out = Tensor(backend.xp.arange(start, end, step, dtype=_as_dtype(dtype)), backend)
     return out.requires_grad_(True) if requires_grad else out
@@ -817,11 +799,7 @@ def initial_seed() -> builtins.int:
 def _random(backend: Backend) -> Any:
     gen = _generators.get(backend.name)
     if gen is None:
-        if backend.name == "cpu":
-            gen = np.random.Generator(np.random.PCG64(_seed))
-        else:
-            gen = backend.xp.random.Generator(backend.xp.random.XORWOW(_seed))
-        _generators[backend.name] = gen
+        gen = _generators[backend.name] = backend.generator(_seed)
     return gen
 
 

@@ -85,8 +85,9 @@ def _array_text(array: Any) -> str:
     """A small array's values (moved to the host first if it lives on a GPU)."""
     import numpy as np
 
-    host = array.get() if hasattr(array, "get") else np.asarray(array)
-    return np.array2string(host, precision=4, separator=", ")
+    from .backend import to_host
+
+    return np.array2string(to_host(array), precision=4, separator=", ")
 
 
 def _describe(node: Any) -> tuple[str, str]:

@@ -12,6 +12,7 @@ import pytest
 
 import microgradnn as mg
 from microgradnn import registry, spec
+from microgradnn.finetune import Strategy
 from microgradnn.spec import SpecError, dump_spec, load_spec, parse_override, resolve_spec
 
 
@@ -29,11 +30,11 @@ def open_options(**options) -> object:
     raise AssertionError("never built")
 
 
-class KeepAll:
-    """A plugin-style fine-tuning strategy."""
+class KeepAll(Strategy):
+    """A plugin-style fine-tuning strategy (the contract: subclass Strategy, write _apply)."""
 
     def __init__(self, lr_scale: float = 1.0) -> None:
-        pass
+        super().__init__()
 
     def apply(self, model) -> None:
         pass

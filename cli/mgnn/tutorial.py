@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
-from .app import EXIT_OK, UsageError
+from .errors import EXIT_OK, UsageError
 
 _CHAPTER = re.compile(r"^(\d+)[-_ ]?(.*)\.md$")
 

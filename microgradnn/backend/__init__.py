@@ -10,13 +10,21 @@ A :class:`Backend` bundles three things an op needs and nothing more:
   plain-``xp`` version of each, so the fused result is always testable.
 
 Backends are created lazily: importing microgradnn never imports numba or cupy.
+
+The device-specific pieces outside the kernels live here too, each in one place:
+:func:`to_host` (any array or Tensor to a numpy array), :meth:`Backend.generator` (the
+device's random generator), and :func:`tune_allocator`, an explicit opt-in to tune
+glibc's allocator for training (the ``mgnn`` command calls it; a library user may).
+Nothing here changes a process-wide setting on import or on first use.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["Backend", "get_backend", "DeviceError", "cuda_is_available"]
+import numpy as np
+
+__all__ = ["Backend", "get_backend", "DeviceError", "cuda_is_available", "to_host", "tune_allocator"]
 
 
 class DeviceError(RuntimeError):
@@ -46,6 +54,14 @@ class Backend:
     # Scatter-add (``a[idx] += v`` with repeated indices summed) is spelled differently
     # by numpy and cupy; it is the one array primitive the backends must provide.
     def index_add(self, target: Any, index: Any, values: Any) -> None:
+        raise NotImplementedError
+
+    def generator(self, seed: int) -> Any:
+        """A new random generator on this device, seeded with ``seed``."""
+        raise NotImplementedError
+
+    def to_host(self, array: Any) -> np.ndarray:
+        """This device's array as a numpy array (the array itself on the CPU)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -84,3 +100,26 @@ def cuda_is_available() -> bool:
     except DeviceError:
         return False
     return True
+
+
+def to_host(a: Any) -> np.ndarray:
+    """A numpy array from a numpy array, a CuPy array, a Tensor (its ``.array``) or
+    anything ``np.asarray`` takes: the one place that knows how data leaves a device."""
+    if isinstance(a, np.ndarray):
+        return a
+    a = getattr(a, "array", a)  # a Tensor
+    if not isinstance(a, np.ndarray) and hasattr(a, "get") and hasattr(a, "__cuda_array_interface__"):
+        return a.get()
+    return np.asarray(a)
+
+
+def tune_allocator() -> bool:
+    """Opt in to keeping freed memory for reuse (glibc only), as PyTorch's caching
+    allocator does; see :func:`microgradnn.backend.cpu.keep_freed_memory_for_reuse`.
+
+    This changes the allocator of the whole process, so the library never does it by
+    itself: the ``mgnn`` command calls it, and so may a script that trains. Returns
+    whether the setting was applied."""
+    from .cpu import keep_freed_memory_for_reuse
+
+    return keep_freed_memory_for_reuse()

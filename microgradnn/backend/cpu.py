@@ -11,7 +11,7 @@ import numpy as np
 from . import Backend
 
 
-def _keep_freed_memory_for_reuse() -> None:
+def keep_freed_memory_for_reuse() -> bool:
     """Ask glibc to keep freed blocks of up to 32 MiB for reuse instead of unmapping them.
 
     By default glibc serves big requests (128 KiB and up, a threshold it raises a little
@@ -23,21 +23,23 @@ def _keep_freed_memory_for_reuse() -> None:
     before it is trimmed) and the next step reuses them: the trade PyTorch's caching
     allocator makes. Peak memory is unchanged (measured on the char-LM step).
 
-    glibc only (Linux); skipped when the user tunes malloc (MALLOC_*_ or GLIBC_TUNABLES)
-    or sets ``MICROGRADNN_MALLOC_TUNING=0``."""
+    It changes the whole process's allocator, so it is an explicit opt-in
+    (:func:`microgradnn.backend.tune_allocator`), never a side effect of importing or
+    using the library. glibc only (Linux); skipped when the user tunes malloc
+    (MALLOC_*_ or GLIBC_TUNABLES) or sets ``MICROGRADNN_MALLOC_TUNING=0``. Returns
+    whether it was applied."""
     if not sys.platform.startswith("linux") or os.environ.get("MICROGRADNN_MALLOC_TUNING", "1") == "0":
-        return
+        return False
     if "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") and k.endswith("_") for k in os.environ):
-        return
+        return False
     try:
         import ctypes
 
         mallopt = ctypes.CDLL("libc.so.6").mallopt  # absent on musl and other libcs
     except (OSError, AttributeError):
-        return
+        return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    mallopt(m_mmap_threshold, 32 << 20)
-    mallopt(m_trim_threshold, 256 << 20)
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
 
 
 def _load_cpu_kernel(name: str) -> Callable:
@@ -53,7 +55,12 @@ def _load_cpu_kernel(name: str) -> Callable:
 class CPUBackend(Backend):
     def __init__(self) -> None:
         super().__init__("cpu", np, _load_cpu_kernel)
-        _keep_freed_memory_for_reuse()
+
+    def generator(self, seed: int) -> np.random.Generator:
+        return np.random.Generator(np.random.PCG64(seed))
+
+    def to_host(self, array: Any) -> np.ndarray:
+        return np.asarray(array)
 
     def index_add(self, target: Any, index: Any, values: Any) -> None:
         np.add.at(target, index, values)

@@ -41,6 +41,12 @@ class CUDABackend(Backend):
     def __init__(self) -> None:
         super().__init__("cuda", _import_cupy(), _load_cuda_kernel)
 
+    def generator(self, seed: int) -> Any:
+        return self.xp.random.Generator(self.xp.random.XORWOW(seed))
+
+    def to_host(self, array: Any) -> Any:
+        return array.get() if hasattr(array, "get") else array
+
     def index_add(self, target: Any, index: Any, values: Any) -> None:
         add_at = getattr(self.xp.add, "at", None)  # CuPy >= 13; cupyx.scatter_add is deprecated there
         if add_at is not None:

@@ -32,12 +32,13 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
+from ..tasks import TASKS  # the known tasks, declared once
+
 __all__ = ["Batch", "DataModule", "DataError", "DataFileError", "IGNORE_INDEX", "TASKS", "epoch_rng"]
 
 #: Target value that losses and metrics skip (PyTorch's ``ignore_index`` default).
 IGNORE_INDEX = -100
 
-TASKS = ("lm", "classification", "regression")
 
 
 class DataError(ValueError):

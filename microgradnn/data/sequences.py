@@ -75,7 +75,7 @@ class SequenceData(DataModule):
                  class_names: list[str] | None = None, bucket: bool = False,
                  info: dict[str, Any] | None = None) -> None:
         if task not in TASKS:
-            raise DataError(f"{name}: task must be one of {TASKS}, got {task!r}")
+            raise DataError(f"{name}: task must be one of {tuple(TASKS)}, got {task!r}")
         if len(train) == 0:
             raise DataError(f"{name}: no training examples")
         self.name, self.task, self.output_size = name, task, output_size

@@ -117,7 +117,7 @@ def replace_head(model: Module, num_classes: int, task: str = "classification") 
     which freeze all weights) and stores it in the delta. ``model.task`` and
     ``model.output_size`` are updated (a :class:`~microgradnn.models.SequenceModel` then
     reads the final hidden state instead of every step's output)."""
-    from ..models import TASKS
+    from ..tasks import TASKS
     from ..nn.layers import Linear
 
     if task not in TASKS:

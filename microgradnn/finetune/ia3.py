@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from ..autograd import no_grad
 from ..nn.layers import Linear
-from ..nn.module import Module, Parameter, register_parametrization, remove_parametrizations
+from ..nn.module import Module, Parameter
+from ..nn.parametrize import register_parametrization, remove_parametrizations
 from ..nn.rnn import Recurrent, RNNBase, RNNCellBase
 from ..tensor import Tensor, ones
 from .base import FinetuneError, Strategy, _as_list, _module_names, match_globs

@@ -17,34 +17,39 @@ from typing import Any
 
 import numpy as np
 
+from .. import runfolder
 from ..checkpoint import load as mg_load
 from ..nn.module import _as_array
 from .base import FinetuneError
 
 __all__ = ["load_base", "find_checkpoint", "infer_model_options", "CHECKPOINT_NAMES"]
 
-#: Files looked for in a run folder, in this order (in the folder, then in its
-#: ``checkpoints/`` subfolder); failing those, the newest ``*.safetensors`` there.
+#: Files looked for in a folder that ``mgnn train`` did not write, in this order (in the
+#: folder, then in its ``checkpoints/`` subfolder). An mgnn run folder is read by the one
+#: checkpoint policy, :func:`microgradnn.runfolder.find_checkpoint` (its best checkpoint).
 CHECKPOINT_NAMES = ("model.safetensors", "best.safetensors", "last.safetensors", "final.safetensors")
 #: Keys under which a checkpoint commonly nests the model's state dict.
 _NESTED = ("model", "state_dict", "model_state_dict", "model_state")
 
 
 def find_checkpoint(folder: "str | os.PathLike[str]") -> Path:
-    """The model checkpoint inside a run folder (see :data:`CHECKPOINT_NAMES`)."""
+    """The model checkpoint inside a folder: for a run folder of ``mgnn train``, the
+    checkpoint a fine-tune starts from (``find_checkpoint(folder, "base")``: its best);
+    otherwise the first of :data:`CHECKPOINT_NAMES` there or in ``checkpoints/``."""
     folder = Path(folder)
+    if runfolder.is_run_folder(folder) or (folder / runfolder.CKPT_DIR / runfolder.LAST).is_file():
+        try:
+            return runfolder.find_checkpoint(folder, "base")
+        except runfolder.RunFolderError:
+            pass  # a run stopped before its first checkpoint: say what the folder holds
     places = [folder, folder / "checkpoints"]
     for place in places:
         for name in CHECKPOINT_NAMES:
             if (place / name).is_file():
                 return place / name
-    found = [p for place in places if place.is_dir() for p in place.glob("*.safetensors")
-             if not re.search(r"(delta|adapter|optim)", p.name)]
-    if found:
-        return max(found, key=lambda p: (p.stat().st_mtime, p.name))
     listing = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     raise FinetuneError(f"finetune.from: no checkpoint in the run folder {folder} (looked for "
-                        f"{', '.join(CHECKPOINT_NAMES)} and *.safetensors, here and in checkpoints/); "
+                        f"{', '.join(CHECKPOINT_NAMES)}, here and in checkpoints/); "
                         f"the folder holds: {', '.join(listing) or 'nothing'}")
 
 

@@ -10,7 +10,7 @@ Only A and B train: r * (out + in) numbers instead of out * in. B starts at zero
 A starts random (PyTorch's Linear init), so the gradient reaching B is not zero.
 
 Here the update is applied to the *weight*, through a parametrization
-(:func:`microgradnn.nn.module.register_parametrization`): the layer reads ``self.weight_ih_l0``
+(:func:`microgradnn.nn.parametrize.register_parametrization`): the layer reads ``self.weight_ih_l0``
 at forward time and gets ``W + s B A``. That is what lets LoRA reach the recurrent
 weights ``weight_ih_l*`` / ``weight_hh_l*`` that the fused LSTM/GRU kernels consume whole
 (an input-side LoRA, ``x A^T B^T``, would need a second path through every kernel).
@@ -38,7 +38,9 @@ from typing import Any
 import numpy as np
 
 from ..autograd import no_grad
-from ..nn.module import Module, Parameter, register_parametrization, remove_parametrizations
+from ..backend import to_host
+from ..nn.module import Module, Parameter
+from ..nn.parametrize import register_parametrization, remove_parametrizations
 from ..tensor import Tensor, empty, rand, tensor, zeros
 from .base import FinetuneError, Strategy, _as_list, match_globs
 
@@ -201,10 +203,6 @@ class SVDParametrization(Module):
         return f"r={self.r}, alpha={self.alpha}, rank={self.rank}"
 
 
-def _host(array: Any) -> np.ndarray:
-    return np.asarray(array.get() if hasattr(array, "get") else array)
-
-
 class AdaLoRA(LoRA):
     """LoRA with an SVD-shaped update whose rank budget is reallocated during training.
 
@@ -327,7 +325,7 @@ class AdaLoRA(LoRA):
         key = id(p)
         if key not in self._ema_ipt:
             return np.zeros(p.shape)
-        return _host(self._ema_ipt[key] * self._ema_unc[key]).astype(np.float64)
+        return to_host(self._ema_ipt[key] * self._ema_unc[key]).astype(np.float64)
 
     def triplet_scores(self) -> list[np.ndarray]:
         """Per adapted weight, the (init_r,) importance of each triplet:
@@ -337,7 +335,7 @@ class AdaLoRA(LoRA):
 
     def _prune_to(self, budget: int) -> None:
         fns = self._fns()
-        masks = [_host(fn.rank_mask.array) > 0 for fn in fns]
+        masks = [to_host(fn.rank_mask.array) > 0 for fn in fns]
         active = sum(int(m.sum()) for m in masks)
         if active <= budget:
             return
@@ -384,8 +382,8 @@ class AdaLoRA(LoRA):
     def state_dict(self) -> dict:
         """The smoothed importance and uncertainty of every factor, by ``<weight>.<factor>``."""
         factors = self._named_factors()
-        return {"ema_ipt": {n: _host(self._ema_ipt[id(p)]) for n, p in factors.items() if id(p) in self._ema_ipt},
-                "ema_unc": {n: _host(self._ema_unc[id(p)]) for n, p in factors.items() if id(p) in self._ema_unc}}
+        return {"ema_ipt": {n: to_host(self._ema_ipt[id(p)]) for n, p in factors.items() if id(p) in self._ema_ipt},
+                "ema_unc": {n: to_host(self._ema_unc[id(p)]) for n, p in factors.items() if id(p) in self._ema_unc}}
 
     def load_state_dict(self, state: dict) -> None:
         factors = self._named_factors()

@@ -4,7 +4,7 @@
 functions and ``mg.nn.init`` the in-place initialisers, as in PyTorch.
 """
 
-from . import functional, init, utils
+from . import functional, init, parametrize, utils
 from .layers import (
     ELU, GELU, Dropout, Embedding, Flatten, Hardtanh, Identity, LayerNorm, LeakyReLU, Linear, LogSigmoid,
     LogSoftmax, ModuleDict, ModuleList, ParameterDict, ParameterList, ReLU, RMSNorm, Sequential, Sigmoid, SiLU,

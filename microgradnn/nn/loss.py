@@ -54,6 +54,8 @@ class _WeightedLoss(_Loss):
 class MSELoss(_Loss):
     """Mean squared error; the usual regression loss."""
 
+    targets = "values"  # what it fits (microgradnn.tasks): float targets shaped like the output
+
     def __init__(self, *, reduction: str = "mean") -> None:
         super().__init__(reduction)
 
@@ -63,6 +65,8 @@ class MSELoss(_Loss):
 
 class L1Loss(_Loss):
     """Mean absolute error: less swayed by outliers than MSE."""
+
+    targets = "values"  # what it fits (microgradnn.tasks): float targets shaped like the output
 
     def __init__(self, *, reduction: str = "mean") -> None:
         super().__init__(reduction)
@@ -96,6 +100,12 @@ class HuberLoss(_Loss):
 class BCELoss(_WeightedLoss):
     """Binary cross-entropy of probabilities; prefer :class:`BCEWithLogitsLoss` (stabler)."""
 
+    targets = "values"  # what it fits (microgradnn.tasks): float targets shaped like the output
+
+    targets = "values"  # what it fits (microgradnn.tasks): float targets shaped like the output
+
+    targets = "values"  # what it fits (microgradnn.tasks): float targets shaped like the output
+
     def __init__(self, weight: Any = None, *, reduction: str = "mean") -> None:
         super().__init__(weight, reduction)
 
@@ -108,6 +118,8 @@ class BCEWithLogitsLoss(_WeightedLoss):
 
     ``pos_weight`` (one per class, broadcast over the last dim) multiplies the positive
     term: ``pos_weight = negatives / positives`` balances a rare positive class."""
+
+    targets = "values"  # what it fits (microgradnn.tasks): float targets shaped like the output
 
     def __init__(self, weight: Any = None, *, reduction: str = "mean", pos_weight: Any = None) -> None:
         super().__init__(weight, reduction)
@@ -125,6 +137,8 @@ class CrossEntropyLoss(_WeightedLoss):
     probabilities of the input's shape. ``ignore_index`` targets (padding) contribute
     nothing, not even to the mean's denominator; ``label_smoothing`` in [0, 1]."""
 
+    targets = "classes"  # what it fits (microgradnn.tasks): class ids
+
     def __init__(self, weight: Any = None, *, ignore_index: int = -100, reduction: str = "mean",
                  label_smoothing: float = 0.0) -> None:
         super().__init__(weight, reduction)
@@ -140,6 +154,8 @@ class CrossEntropyLoss(_WeightedLoss):
 
 class NLLLoss(_WeightedLoss):
     """Negative log-likelihood of log-probabilities (after ``LogSoftmax``)."""
+
+    targets = "classes"  # what it fits (microgradnn.tasks): class ids
 
     def __init__(self, weight: Any = None, *, ignore_index: int = -100, reduction: str = "mean") -> None:
         super().__init__(weight, reduction)

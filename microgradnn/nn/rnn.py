@@ -35,6 +35,7 @@ with index ``layer * num_directions + direction``; the reverse direction's weigh
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -56,6 +57,7 @@ __all__ = [
     "RNNCellBase",
     "RNNCell",
     "LSTMCell",
+    "rnn_relu_cell",
     "GRUCell",
     "Recurrent",
     "RNNBase",
@@ -580,7 +582,12 @@ class _SequenceLayer(Module):
 # 3c. Recurrent: any cell, multi-layer, bidirectional, variable length
 # =============================================================================
 
-_BUILTIN_CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
+def _cell_by_name(name: str) -> type:
+    """``"gru"`` -> :class:`GRUCell`: the built-in cells by their class names (no table)."""
+    cells = {c.__name__.lower().removesuffix("cell"): c for c in RNNCellBase.__subclasses__()}
+    if name.lower() not in cells:
+        raise ValueError(f"unknown cell {name!r}: built-ins are {sorted(cells)}")
+    return cells[name.lower()]
 
 
 def _accepts(fn: Callable, name: str) -> bool:
@@ -616,9 +623,7 @@ class Recurrent(_SequenceLayer):
                  init_state: str | None = None, track_grad_norms: bool = False, **cell_kwargs: Any):
         super().__init__()
         if isinstance(cell, str):
-            if cell.lower() not in _BUILTIN_CELLS:
-                raise ValueError(f"unknown cell {cell!r}: built-ins are {sorted(_BUILTIN_CELLS)}")
-            cell = _BUILTIN_CELLS[cell.lower()]
+            cell = _cell_by_name(cell)
         if isinstance(cell, Module):
             raise TypeError("Recurrent needs a cell class or factory (it builds one cell per layer and direction), not a cell instance")
         if not callable(cell):
@@ -891,14 +896,19 @@ class RNNBase(_SequenceLayer):
         return s
 
 
+def _no_projection(proj_size: int) -> None:
+    if proj_size != 0:  # PyTorch's message: only the LSTM projects its hidden state
+        raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+
+
 class RNN(RNNBase):
     """Elman RNN over a sequence, as ``torch.nn.RNN`` (tanh or relu)."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device: Any = None, dtype: Any = None, **extras: Any):
-        if "proj_size" in extras:
-            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+                 device: Any = None, dtype: Any = None, *, proj_size: int = 0, init_state: str | None = None,
+                 track_grad_norms: bool = False, fused: bool = True):
+        _no_projection(proj_size)
         if nonlinearity == "tanh":
             mode = "RNN_TANH"
         elif nonlinearity == "relu":
@@ -906,7 +916,7 @@ class RNN(RNNBase):
         else:
             raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
         super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         0, device, dtype, **extras)
+                         0, device, dtype, init_state=init_state, track_grad_norms=track_grad_norms, fused=fused)
         self.nonlinearity = nonlinearity
 
 
@@ -915,9 +925,11 @@ class LSTM(RNNBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
-                 device: Any = None, dtype: Any = None, **extras: Any):
+                 device: Any = None, dtype: Any = None, *, init_state: str | None = None,
+                 track_grad_norms: bool = False, fused: bool = True):
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         proj_size, device, dtype, **extras)
+                         proj_size, device, dtype, init_state=init_state, track_grad_norms=track_grad_norms,
+                         fused=fused)
 
 
 class GRU(RNNBase):
@@ -925,8 +937,24 @@ class GRU(RNNBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device: Any = None, dtype: Any = None, **extras: Any):
-        if "proj_size" in extras:
-            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+                 device: Any = None, dtype: Any = None, *, proj_size: int = 0, init_state: str | None = None,
+                 track_grad_norms: bool = False, fused: bool = True):
+        _no_projection(proj_size)
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         0, device, dtype, **extras)
+                         0, device, dtype, init_state=init_state, track_grad_norms=track_grad_norms, fused=fused)
+
+
+def rnn_relu_cell(input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
+                  dtype: Any = None) -> RNNCell:
+    """The ``rnn_relu`` built-in cell: ``RNNCell(nonlinearity="relu")``. An entry point
+    names one object, so the relu variant needs this small factory to be a component."""
+    return RNNCell(input_size, hidden_size, bias=bias, nonlinearity="relu", device=device, dtype=dtype)
+
+
+# Each built-in cell names its fused whole-sequence layer: what a spec's `cell: lstm`
+# builds (same numbers as running the cell step by step, much faster). A cell without
+# one (a plugin's) runs through the generic Recurrent.
+RNNCell.sequence_layer = RNN
+LSTMCell.sequence_layer = LSTM
+GRUCell.sequence_layer = GRU
+rnn_relu_cell.sequence_layer = functools.partial(RNN, nonlinearity="relu")  # type: ignore[attr-defined]

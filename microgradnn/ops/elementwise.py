@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
+from ..dtypes import get_default_dtype
 
 # ----------------------------------------------------------------- type promotion
 
@@ -38,8 +39,6 @@ def _promote(a, b, division=False):
 
 
 def _default_float():
-    from ..tensor import get_default_dtype  # lazily: tensor.py imports this module
-
     return get_default_dtype()
 
 

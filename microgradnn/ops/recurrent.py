@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Function, Variable
+from ..backend import to_host
 
 __all__ = ["LSTMSequence", "GRUSequence", "RNNSequence", "lstm_sequence", "gru_sequence", "rnn_sequence"]
 
@@ -180,10 +181,6 @@ def _scratch(xp, leases: list, shape: tuple, dtype: Any):
 # --------------------------------------------------------------------------- helpers
 
 
-def _host(array: Any) -> np.ndarray:
-    return array if isinstance(array, np.ndarray) else array.get()
-
-
 def _check(name, gate_count, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     """Validate shapes and dtypes; return (T, B, I, H, dtype)."""
     if x.ndim != 3:
@@ -219,7 +216,7 @@ def _mask(xp, lengths, T, B, name):
         return xp.ones((T, B), dtype=np.uint8)
     if isinstance(lengths, Variable):
         lengths = lengths.array
-    lengths = np.asarray(_host(lengths) if not isinstance(lengths, (list, tuple)) else lengths)
+    lengths = np.asarray(to_host(lengths) if not isinstance(lengths, (list, tuple)) else lengths)
     if lengths.shape != (B,) or lengths.dtype.kind not in "iu":
         raise ValueError(f"{name}: lengths must be {B} integers (one per sequence), got shape {lengths.shape} dtype {lengths.dtype}")
     if B and (lengths.min() < 1 or lengths.max() > T):
@@ -267,7 +264,7 @@ def _record_norms(xp, grad_norms, dh_total, T):
     if grad_norms is None:
         return
     sq = (dh_total.reshape(T, -1).astype(np.float64) ** 2).sum(axis=1)
-    grad_norms.append(np.sqrt(_host(sq)))
+    grad_norms.append(np.sqrt(to_host(sq)))
 
 
 def _input_and_weight_grads(ctx, xp, dgx, dgh, x2, h_prev, w_ih, T, B, I):

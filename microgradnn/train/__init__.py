@@ -11,16 +11,27 @@
     evaluate("runs/charlm")                      # {"loss": ..., "perplexity": ...}
     print(generate("runs/charlm", "def ", length=200, temperature=0.8))
 
-The ``mgnn`` command line (``cli/mgnn``) is a thin layer over these: its live display is
-one more callback (:mod:`microgradnn.train.callbacks`).
+    # your own Module on your own data, from Python
+    Trainer.from_model(my_model, mg.data.adding(), loss="mse", steps=200).fit()
+
+The parts: :mod:`.build` (spec -> objects), :mod:`.step` (forward, loss, count: written
+once), :mod:`.trainer` (the loop), :mod:`.callbacks` (one hook list: early stopping,
+checkpoint cadence, the NaN stop, the log, the display), :mod:`.checkpoints` (what a
+checkpoint holds, best-k), :mod:`.runs` (the one writer of the run folder),
+:mod:`.parallel` (the process seam). The ``mgnn`` command line (``cli/mgnn``) is a thin
+layer over these: its live display is one more callback.
 """
 
-from .build import BuildError, TrainError, build_data, build_model
-from .callbacks import Callback, CallbackList
+from .build import build_data, build_model
+from .callbacks import Callback, CallbackList, CheckpointCadence, EarlyStopping, MetricsLog, NonFiniteStop
+from .errors import BuildError, TrainError
 from .inference import LoadedRun, evaluate, export, generate, load_run
-from .trainer import EarlyStopping, Trainer, evaluate_model
+from .parallel import SingleProcess
+from .step import Step, evaluate_batches
+from .trainer import Trainer, evaluate_model
 
 __all__ = [
-    "Trainer", "EarlyStopping", "Callback", "CallbackList", "TrainError", "BuildError",
+    "Trainer", "Step", "evaluate_batches", "EarlyStopping", "CheckpointCadence", "NonFiniteStop", "MetricsLog",
+    "Callback", "CallbackList", "SingleProcess", "TrainError", "BuildError",
     "evaluate", "generate", "export", "load_run", "LoadedRun", "evaluate_model", "build_data", "build_model",
 ]

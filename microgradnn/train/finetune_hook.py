@@ -26,9 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from .. import registry
 from ..nn.module import Module
-from .build import BuildError, TrainError, component, count_parameters, registry_get
+from ..spec import Component, FinetuneSpec, ModelSpec, ResolvedSpec
+from ..spec.resolved import model_spec_of
 from . import runs
+from .build import count_parameters
+from .errors import BuildError, TrainError
 
 __all__ = ["Base", "load_base", "match_state_dict", "load_into", "make_strategy", "ARCH_KEYS"]
 
@@ -63,7 +67,7 @@ def load_base(source: str | os.PathLike) -> Base:
                          "PyTorch state_dict)")
     if path.is_dir():
         run_dir = runs.check_run_dir(path)
-        ckpt_path = runs.find_checkpoint(run_dir, "best")
+        ckpt_path = runs.find_checkpoint(run_dir, "base")  # the one policy: a base run at its best
         ckpt = _load(ckpt_path, load, CheckpointError)
         if ckpt.get("finetune") is not None or ckpt.get("model") is None:
             raise TrainError(f"finetune.from: {shown!r} is itself a fine-tune run, whose checkpoints hold only what "
@@ -218,16 +222,14 @@ def _few(names: list[str], n: int = 6) -> str:
 # ----------------------------------------------------------------------------- strategies
 
 
-def make_strategy(strategy_spec: Any) -> tuple[Any, str]:
+def make_strategy(strategy: Component) -> tuple[Any, str]:
     """The strategy object of ``finetune.strategy`` (registry kind "finetune")."""
-    if strategy_spec is None:
-        strategy_spec = "full"
-    name, opts = component(strategy_spec, "finetune.strategy")
-    cls = registry_get("finetune", name)
+    cls = registry.get("finetune", strategy.name)
+    opts = strategy.kwargs()
     try:
-        return cls(**opts), name
+        return cls(**opts), strategy.name
     except (TypeError, ValueError) as exc:
-        raise BuildError(f"finetune.strategy: {name}({', '.join(f'{k}={v!r}' for k, v in opts.items())}) "
+        raise BuildError(f"finetune.strategy: {strategy.name}({', '.join(f'{k}={v!r}' for k, v in opts.items())}) "
                          f"failed: {exc}") from exc
 
 
@@ -245,27 +247,27 @@ def apply_strategy(strategy: Any, name: str, model: Module, new_head: bool) -> d
     return counts
 
 
-def prepare(model: Module, ft_spec: dict[str, Any], base: Base) -> tuple[Any, str, dict[str, Any]]:
+def prepare(model: Module, ft: FinetuneSpec, base: Base) -> tuple[Any, str, dict[str, Any]]:
     """Load the base into ``model`` (a freshly built model of the fine-tune's shape), mark
     a new head, make and apply the strategy. Returns (strategy, its name, report)."""
-    new_head = ft_spec.get("head") == "new"
+    new_head = ft.head == "new"
     load_into(model, base.state, base.source, skip_head=new_head)
     if new_head:
         from ..finetune.base import mark_new
 
         mark_new(model, "head")  # every strategy keeps it trainable and stores it in the delta
-    strategy, name = make_strategy(ft_spec.get("strategy"))
+    strategy, name = make_strategy(ft.strategy)
     report = apply_strategy(strategy, name, model, new_head)
-    report.update(strategy=name, base=os.path.abspath(str(ft_spec.get("from"))))
+    report.update(strategy=name, base=os.path.abspath(str(ft.from_)))
     return strategy, name, report
 
 
-def effective_model_spec(spec: dict[str, Any], base: Base) -> dict[str, Any]:
+def effective_model_spec(spec: ResolvedSpec, base: Base) -> ModelSpec:
     """The fine-tune's model section: the base's architecture (its run's model section,
     or what its weights' shapes say), the fine-tune spec's dropout."""
-    model = dict(spec.get("model") or {})
+    model = spec.model.to_dict()
     arch = base.model_spec or infer_architecture(base.state) or {}
     for key in ARCH_KEYS:
         if key in arch:
             model[key] = arch[key]
-    return model
+    return model_spec_of(model)

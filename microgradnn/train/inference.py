@@ -8,23 +8,24 @@ holds only what changed, so its base is loaded first and the strategy applied on
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import registry
+from ..autograd import no_grad
+from ..backend import to_host
+from ..spec import Component, ResolvedSpec
+from ..tasks import get_task
 from ..tensor import manual_seed
 from ..tensor import tensor as make_tensor
-from ..autograd import no_grad
-from ..checkpoint import CheckpointError
-from ..checkpoint import load as mg_load
-from ..checkpoint import save as mg_save
 from . import build, runs
-from .build import TrainError
+from .checkpoints import read_checkpoint, restore_weights
+from .errors import TrainError
 from .finetune_hook import load_base, prepare
-from .trainer import CHECKPOINT_FORMAT, evaluate_model, restore_weights
+from .step import Step, evaluate_batches
 
 __all__ = ["load_run", "evaluate", "generate", "export", "LoadedRun"]
 
@@ -53,26 +54,21 @@ def _vocab_object(d: Any) -> Any:
 def load_run(run_dir: str | os.PathLike, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
     """The model of a run folder, from its best (default) or last checkpoint, or a file."""
     run_dir = runs.check_run_dir(run_dir)
-    spec = runs.read_spec(run_dir)
+    spec = ResolvedSpec.from_mapping(runs.read_spec(run_dir))
     path = runs.find_checkpoint(run_dir, checkpoint)
-    try:
-        state = mg_load(path)
-    except CheckpointError as exc:
-        raise TrainError(str(exc)) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise TrainError(f"{path} is not a run checkpoint written by mgnn train")
+    state = read_checkpoint(path)
     info = dict(state.get("model_info") or {})
     if not info:
         info = dict(runs.read_json(run_dir / runs.RUN_FILE).get("model_info") or {})
-    manual_seed(int((spec.get("train") or {}).get("seed", 0) or 0))
-    model = build.build_model(spec.get("model") or {}, info)
+    manual_seed(spec.train.seed)
+    model = build.build_model(spec.model, info)
     strategy = None
     ft = state.get("finetune")
     if ft is not None:
-        ft_spec = dict(spec.get("finetune") or {})
-        ft_spec["from"] = ft.get("base") or ft_spec.get("from")
-        base = load_base(ft_spec["from"])
-        strategy, _, _ = prepare(model, ft_spec, base)
+        if spec.finetune is None:
+            raise TrainError(f"{path} holds a fine-tune delta but {run_dir}/{runs.SPEC_FILE} has no finetune section")
+        ft_spec = spec.finetune.replace(from_=ft.get("base") or spec.finetune.from_)  # the base it recorded
+        strategy, _, _ = prepare(model, ft_spec, load_base(ft_spec.from_))
     restore_weights(model, state, strategy)
     model.to(device)
     model.eval()
@@ -85,11 +81,10 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best", device: str =
 # ----------------------------------------------------------------------------- evaluate
 
 
-def _data_spec(spec: dict[str, Any], data: Any, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The run's data section with ``data`` applied (a path replaces the dataset's
+def _data_spec(spec: ResolvedSpec, data: Any, options: dict[str, Any] | None = None) -> Component:
+    """The run's data component with ``data`` applied (a path replaces the dataset's
     ``paths``/``path`` option; a dict changes options), then ``options``."""
-    section = copy.deepcopy(spec.get("data"))
-    name, opts = build.component(section, "data")
+    name, opts = spec.data.name, spec.data.kwargs()
     if isinstance(data, dict):
         options = {**data, **(options or {})}
         data = None
@@ -99,20 +94,20 @@ def _data_spec(spec: dict[str, Any], data: Any, options: dict[str, Any] | None =
                              "change its options only")
         opts.update(options)
     if data is None:
-        return {"name": name, **opts}
+        return Component.of({"name": name, **opts})
     path = os.fspath(data)
     if not os.path.exists(path):
         raise TrainError(f"--data: {path!r} does not exist")
-    factory = build.registry_get("datasets", name)
-    if "paths" in opts or build._accepts(factory, "paths"):
+    factory = registry.get("datasets", name)
+    if "paths" in opts or build.accepts(factory, "paths"):
         opts["paths"] = path
         opts.pop("corpus", None)
-    elif "path" in opts or build._accepts(factory, "path"):
+    elif "path" in opts or build.accepts(factory, "path"):
         opts["path"] = path
     else:
         raise TrainError(f"--data: dataset {name!r} reads no files (it has no path option); "
                          "give dataset options instead, e.g. --data seed=7")
-    return {"name": name, **opts}
+    return Component.of({"name": name, **opts})
 
 
 def evaluate(run_dir: str | os.PathLike, data: Any = None, *, options: dict[str, Any] | None = None,
@@ -128,30 +123,29 @@ def evaluate(run_dir: str | os.PathLike, data: Any = None, *, options: dict[str,
     Returns plain keys: ``loss``, ``perplexity``/``accuracy``/..., ``items``, ``split``,
     ``checkpoint``, ``step``."""
     run = load_run(run_dir, checkpoint, device)
-    spec = copy.deepcopy(run.spec)
-    spec["data"] = _data_spec(spec, data, options)
+    data_spec = _data_spec(run.spec, data, options)
     split = split or ("all" if data is not None else "val")
     if split not in ("val", "train", "all"):
         raise TrainError(f"split must be 'val', 'train' or 'all', got {split!r}")
-    dm = build.build_data(spec, vocab=run.vocab.to_dict() if run.vocab is not None else None)
+    dm = build.build_data(data_spec, vocab=run.vocab.to_dict() if run.vocab is not None else None)
     if dm.task != run.task or int(dm.output_size) != int(run.info["output_size"]):
         raise TrainError(f"the data ({dm.task}, output size {dm.output_size}) does not fit the model "
                          f"({run.task}, output size {run.info['output_size']})")
-    tc = spec.get("train") or {}
-    bs = int(batch_size or tc.get("batch_size", 32))
+    tc = run.spec.train
+    bs = int(batch_size or tc.batch_size)
     segments = []
     if split in ("train", "all"):
-        segments.append(dm.train_batches(bs, epoch=0, seed=int(tc.get("seed", 0) or 0)))
+        segments.append(dm.train_batches(bs, epoch=0, seed=tc.seed))
     if split in ("val", "all"):
         if not dm.num_val_batches(bs) and split == "val":
             raise TrainError("this data has no validation split: evaluate with split='train' or 'all' "
                              "(mgnn eval --split all)")
         segments.append(dm.val_batches(bs))
-    loss_fn = build.build_loss(spec.get("loss"), dm.task)
-    metrics = build.build_metrics(tc.get("metrics") or [], dm.task)
-    carry = bool(tc.get("tbptt", False)) and getattr(dm, "streams", False)
-    raw = evaluate_model(run.model, dm, loss_fn, metrics, bs, device, carry, build.loss_ignore_index(loss_fn),
-                         dm.task, segments=segments)
+    loss_fn = build.build_loss(run.spec.loss, dm.task)
+    metrics = build.build_metrics(list(tc.metrics), dm.task)
+    streams = bool(getattr(dm, "streams", False))
+    step = Step(run.model, loss_fn, get_task(dm.task), device, streams, build.loss_ignore_index(loss_fn))
+    raw = evaluate_batches(step, segments, metrics, carry_state=tc.tbptt and streams)
     if not raw:
         raise TrainError("no batch to evaluate (the split is empty at this batch size)")
     out: dict[str, Any] = {k[len("val_"):]: v for k, v in raw.items()}
@@ -218,7 +212,7 @@ def generate(run_dir: str | os.PathLike, prompt: str = "\n", length: int = 200, 
     model = run.model
     with no_grad():
         out, state = model(make_tensor(np.asarray([ids], dtype=np.int64), device=device))
-        logits = np.asarray(_to_numpy(out))[0, -1]
+        logits = np.asarray(to_host(out))[0, -1]
         # A prompt-tuned model prepends its learned vectors to every input; they belong
         # before the text once, not before each new character fed back with the state.
         prompt_param = model._parameters.get("prompt")
@@ -231,15 +225,10 @@ def generate(run_dir: str | os.PathLike, prompt: str = "\n", length: int = 200, 
                 if stream is not None:
                     stream(piece)
                 out, state = model(make_tensor(np.asarray([[nxt]], dtype=np.int64), device=device), state)
-                logits = np.asarray(_to_numpy(out))[0, -1]
+                logits = np.asarray(to_host(out))[0, -1]
         finally:
             model._parameters["prompt"] = prompt_param
     return "".join(pieces)
-
-
-def _to_numpy(t: Any) -> np.ndarray:
-    data = t.array
-    return data.get() if hasattr(data, "get") and not isinstance(data, np.ndarray) else data
 
 
 # ----------------------------------------------------------------------------- export
@@ -260,13 +249,13 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, che
     path = Path(out) if out is not None else run.run_dir / runs.EXPORT_FILE
     if path.parent and not path.parent.exists():
         raise TrainError(f"export: folder {path.parent} does not exist")
-    model_spec = dict(run.spec.get("model") or {})
+    model_spec = run.spec.model.to_dict()
     if getattr(getattr(model, "rnn", None), "init_state", None) == "learned":
         model_spec["init_state"] = "learned"  # prefix tuning leaves learned initial states
     info = dict(run.info)
     info["task"] = getattr(model, "task", info["task"])
     info["output_size"] = int(getattr(model, "output_size", info["output_size"]))
-    mg_save({"format": "microgradnn.export", "version": 1, "model": model.state_dict(), "model_spec": model_spec,
+    runs.save_file({"format": "microgradnn.export", "version": 1, "model": model.state_dict(), "model_spec": model_spec,
              "model_info": info, "vocab": run.vocab.to_dict() if run.vocab is not None else None,
              "source": str(run.checkpoint), "step": run.step}, path)
     return path

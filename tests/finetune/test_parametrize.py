@@ -9,7 +9,7 @@ import pytest
 
 import microgradnn as mg
 from microgradnn import nn
-from microgradnn.nn.module import (
+from microgradnn.nn.parametrize import (  # issue 10: moved out of nn/module.py (an import cycle)
     ParametrizationList, is_parametrized, register_parametrization, remove_parametrizations,
 )
 

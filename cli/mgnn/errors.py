@@ -1,0 +1,74 @@
+"""Exit codes and the error policy of ``mgnn``, in one place.
+
+A mistake the user can fix (a bad spec, a missing file, an unknown component, a bad
+override) prints ONE clear line (a spec with several problems prints its one report)
+on stderr and exits with status 2, never a traceback; ``--debug`` shows the traceback.
+A run that stops on a NaN/inf loss or crosses its divergence threshold exits 1 (early
+stopping for lack of improvement is a success: 0); Ctrl-C exits 130 after saving a
+checkpoint. A closed output pipe (``mgnn check spec.yaml | head -1``) ends quietly.
+Anything else is a bug: one line saying so (exit 1), traceback with --debug.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "UsageError", "user_error_types", "report",
+           "quiet_broken_pipe"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the run failed (NaN loss), a contract check failed, an internal error
+EXIT_USAGE = 2  # a user error: bad spec, missing file, bad option
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A bad command line (the message is shown as is, exit status 2)."""
+
+
+def user_error_types() -> tuple[type, ...]:
+    """The exception types that mean "the user can fix this": shown as one line."""
+    from microgradnn.backend import DeviceError
+    from microgradnn.checkpoint import CheckpointError
+    from microgradnn.data import DataError
+    from microgradnn.finetune import FinetuneError
+    from microgradnn.nn.module import StateDictError
+    from microgradnn.registry import RegistryError
+    from microgradnn.runfolder import RunFolderError
+    from microgradnn.spec import SpecError
+    from microgradnn.train import TrainError
+
+    return (UsageError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, SpecError,
+            RegistryError, TrainError, DataError, CheckpointError, FinetuneError, DeviceError, StateDictError,
+            RunFolderError)
+
+
+def report(exc: BaseException, debug: bool) -> int:
+    """Print ``exc`` by the policy above; the exit status."""
+    if debug:
+        traceback.print_exc()
+    if isinstance(exc, user_error_types()):
+        message = str(exc) or type(exc).__name__
+        if isinstance(exc, (FileNotFoundError, PermissionError)) and getattr(exc, "filename", None):
+            message = f"{exc.strerror or 'not found'}: {exc.filename}"
+        prefix = "" if message.startswith("mgnn") else "mgnn: error: "
+        print(f"{prefix}{message}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"mgnn: internal error: {type(exc).__name__}: {exc}" +
+          ("" if debug else " (this is a bug; run again with --debug for the traceback)"), file=sys.stderr)
+    return EXIT_FAILED
+
+
+def quiet_broken_pipe() -> int:
+    """The reader of our output went away (``| head``): stop writing, exit quietly.
+
+    stdout is pointed at /dev/null so the interpreter's final flush does not raise again
+    (the recipe of Python's own documentation on SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_OK
