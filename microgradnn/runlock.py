@@ -28,7 +28,7 @@ from pathlib import Path
 from .fileio import remove_stale_temporaries
 
 __all__ = ["LOCK_FILE", "RunLock", "RunLockedError", "lock_run_dir", "claim_fresh_dir", "holder_pid",
-           "is_being_written"]
+           "is_being_written", "locked_error"]
 
 LOCK_FILE = ".lock"
 
@@ -87,6 +87,15 @@ def is_being_written(run_dir: str | os.PathLike) -> bool:
         return False
     finally:
         os.close(fd)  # (drops the shared probe lock, if taken)
+
+
+def locked_error(run_dir: str | os.PathLike) -> RunLockedError:
+    """The one-line refusal for a second writer: the folder, and who holds it."""
+    path = Path(run_dir)
+    pid = holder_pid(path)
+    who = f"process {pid}" if pid is not None else "another process"
+    return RunLockedError(f"{path} is being written by {who} (it holds {path / LOCK_FILE}); wait for it to finish "
+                          "or stop it — only one train/resume may write a run folder at a time")
 
 
 def _try_lock(fd: int) -> bool:
@@ -153,10 +162,7 @@ def lock_run_dir(run_dir: str | os.PathLike) -> RunLock:
         fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
             if not _try_lock(fd):
-                pid = holder_pid(path)
-                who = f"process {pid}" if pid is not None else "another process"
-                raise RunLockedError(f"{path} is being written by {who} (it holds {path / LOCK_FILE}); wait for it "
-                                     "to finish or stop it — only one train/resume may write a run folder at a time")
+                raise locked_error(path)
             # who holds it, for the message above; the lock itself is the kernel's
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)

@@ -3,7 +3,7 @@
 The file is an append-only log, one JSON record per line. What makes it trustworthy:
 
 * **Each checkpoint remembers the log as it was**: how many records it held and a SHA-256
-  of their bytes (:meth:`MetricsLog.state`). On resume, :meth:`MetricsLog.restore` keeps
+  of their bytes (`MetricsFile.state`). On resume, `MetricsFile.restore` keeps
   exactly those records — the ones written after the checkpoint will be written again —
   and refuses, naming the file, a log that was cut short or changed since: a resumed run's
   log then equals an uninterrupted run's, record for record.
@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_write
+from ..runfolder import RunFolderError
 
-__all__ = ["MetricsLog", "RunFileError", "json_safe", "read_records"]
+__all__ = ["MetricsFile", "RunFileError", "json_safe", "read_records"]
 
 
-class RunFileError(ValueError):
+class RunFileError(RunFolderError):
     """A run-folder file that is malformed, or could not be written (the message names it)."""
 
 
@@ -75,7 +76,7 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [_parse(path, i, line) for i, line in enumerate(lines, 1) if line.strip()]
 
 
-class MetricsLog:
+class MetricsFile:
     """The writer of one run's ``metrics.jsonl`` (see the module docstring)."""
 
     def __init__(self, path: str | os.PathLike) -> None:

@@ -40,7 +40,13 @@ def partial(work):
     run = work / "runs" / "partial"
     clean = _forked.run(["eval", "runs/partial", "--json"], cwd=work)
     assert clean.code == 0, clean.stderr
-    return run, json.loads(clean.stdout)
+    return run, _result(clean.stdout)
+
+
+def _result(stdout: str) -> dict:
+    result = json.loads(stdout)
+    result["checkpoint"] = Path(result["checkpoint"]).name  # (the case's own folder)
+    return result
 
 
 def _files(run: Path) -> list[str]:
@@ -75,6 +81,8 @@ def _judge(out: _forked.Outcome, damaged: str) -> str:
 
 
 HOW = ["truncate", "zeros", "flip-head", "flip-tail"]
+# eval (fast) runs on every case; resume (seconds each) on one per file: a bit flipped in a
+# checkpoint's tensor data, a text file cut in half
 
 
 def test_every_damaged_file_gives_an_error_a_fallback_or_the_same_result(work, reference, partial):
@@ -92,7 +100,11 @@ def test_every_damaged_file_gives_an_error_a_fallback_or_the_same_result(work, r
             ev = _forked.run(["eval", str(case.relative_to(work)), "--json"], cwd=work)
             verdict = _judge(ev, damaged)
             if verdict == "same":
-                assert json.loads(ev.stdout) == clean_eval, (damaged, how, ev.stdout)
+                assert _result(ev.stdout) == clean_eval, (damaged, how, ev.stdout)
+            if how != ("flip-tail" if damaged.endswith(".safetensors") else "truncate"):
+                seen[(damaged, how)] = (verdict, None)
+                shutil.rmtree(case)
+                continue
             res = _forked.run(["resume", str(case.relative_to(work)), "--plain"], cwd=work)
             rverdict = _judge(res, damaged)
             if rverdict in ("same", "fallback"):  # the run went on: it must be the same run

@@ -10,11 +10,11 @@ import textwrap
 
 import pytest
 
-from microgradnn.train.metrics_log import MetricsLog, RunFileError, json_safe, read_records
+from microgradnn.train.metrics_log import MetricsFile, RunFileError, json_safe, read_records
 
 
 def _log(tmp_path, n=6):
-    log = MetricsLog(tmp_path / "metrics.jsonl")
+    log = MetricsFile(tmp_path / "metrics.jsonl")
     log.start()
     states = []
     for step in range(1, n + 1):
@@ -30,7 +30,7 @@ def test_restore_keeps_exactly_the_checkpoints_records_and_end_records(tmp_path)
     full = path.read_text()
     with open(path, "a") as f:
         f.write('{"event": "train", "st')  # an append cut off by kill -9
-    again = MetricsLog(path)
+    again = MetricsFile(path)
     again.restore(states[2], step=3)
     lines = path.read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 6]
@@ -52,7 +52,7 @@ def test_damage_before_the_checkpoint_is_refused_naming_the_file(tmp_path, damag
     else:
         log.path.write_bytes(b"\0" * len(text))
     with pytest.raises(RunFileError, match="metrics.jsonl") as info:
-        MetricsLog(log.path).restore(states[3], step=4)
+        MetricsFile(log.path).restore(states[3], step=4)
     assert "\n" not in str(info.value)
 
 
@@ -71,12 +71,12 @@ def test_read_records_names_the_bad_line(tmp_path):
 def test_old_checkpoints_without_a_log_state_restore_by_step(tmp_path):
     log, _ = _log(tmp_path)
     log.append({"event": "end", "step": 6})
-    MetricsLog(log.path).restore(None, step=4)
+    MetricsFile(log.path).restore(None, step=4)
     assert [json.loads(x)["step"] for x in log.path.read_text().splitlines()] == [1, 2, 3, 4]
 
 
 def test_non_finite_values_are_null_with_a_flag(tmp_path):
-    log = MetricsLog(tmp_path / "m.jsonl")
+    log = MetricsFile(tmp_path / "m.jsonl")
     log.start()
     log.append({"event": "train", "step": 1, "loss": float("nan"), "grad_norm": float("inf"), "lr": 0.1})
     rec = json.loads(log.path.read_text())  # strict JSON: no NaN tokens
@@ -90,8 +90,8 @@ def test_a_full_disk_leaves_no_partial_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
     code = textwrap.dedent(f"""
         import resource, signal
-        from microgradnn.train.metrics_log import MetricsLog, RunFileError
-        log = MetricsLog({str(path)!r})
+        from microgradnn.train.metrics_log import MetricsFile, RunFileError
+        log = MetricsFile({str(path)!r})
         log.start()
         for step in range(1, 4):
             log.append({{"event": "train", "step": step, "loss": 0.5}})
