@@ -399,11 +399,11 @@ def _read_checkpoint(f: Any, path: str) -> tuple[str, bytes]:
         except (zipfile.BadZipFile, ValueError, EOFError):
             return "zip", head
         return ("torch" if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names) else "zip"), head
-    if head.startswith(_TORCH_LEGACY_MAGIC[:16]) and size >= len(_TORCH_LEGACY_MAGIC):
-        return "torch", head
-    if head[:1] == b"\x80":
-        return "pickle", head
-    if len(head) < 9 or head[8:9] != b"{":
+    if len(head) < 9 or head[8:9] != b"{":  # (a safetensors header length may start with 0x80 too)
+        if head.startswith(_TORCH_LEGACY_MAGIC[:16]) and size >= len(_TORCH_LEGACY_MAGIC):
+            return "torch", head
+        if head[:1] == b"\x80":
+            return "pickle", head
         return "unknown", head
     n = int.from_bytes(head[:8], "little")
     if n > _MAX_HEADER or 8 + n > size:
