@@ -45,10 +45,10 @@ def divergence_reason(first: float | None, final: float | None, baseline: float 
     if final is None:
         return None
     if not math.isfinite(final):
-        return f"val_loss ended at {final}: the run diverged; {hint}"
+        return f"val_loss ended at {final}; {hint}"
     if baseline is not None and final > FACTOR * baseline:
         return (f"val_loss ended at {final:.4g}, more than {FACTOR:g}× the {baseline:.4g} of a model that learned "
-                f"nothing: the run diverged; {hint}")
+                f"nothing; {hint}")
     if first is not None and math.isfinite(first) and first > 0 and final > FACTOR * first and \
             (baseline is None or final > baseline):
         return (f"val_loss ended at {final:.4g}, more than {FACTOR:g}× its first value {first:.4g}: the run diverged; "

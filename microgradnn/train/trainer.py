@@ -573,7 +573,28 @@ class Trainer:
         }
         if self.stop_reason:
             info["reason"] = self.stop_reason
+        info["components"] = self._component_sources()
         self.folder.write_status(info)
+
+    def _component_sources(self) -> dict[str, Any]:
+        """Which distribution (and version) provided each named component of this run:
+        with a plugin installed later that claims one of the names, the record says what
+        this run was trained with."""
+        from .. import registry
+
+        named = [("cells", self.spec.model.cell.name), ("datasets", self.spec.data.name),
+                 ("optimizers", self.spec.optimizer.name)]
+        named += [("losses", self.spec.loss.name)] if self.spec.loss is not None else []
+        named += [("schedulers", self.spec.scheduler.name)] if self.spec.scheduler is not None else []
+        named += [("metrics", m) for m in self.spec.train.metrics]
+        out: dict[str, Any] = {}
+        for kind, name in named:
+            try:
+                e = registry.get_entry(kind, name)
+            except Exception:  # noqa: BLE001 - a record, never a reason to fail the run
+                continue
+            out.setdefault(kind, {})[e.name] = {"dist": e.dist, "version": e.version}
+        return out
 
     def _open_run_folder(self) -> None:
         if not self.folder.writer:

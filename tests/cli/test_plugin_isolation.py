@@ -65,6 +65,10 @@ def test_built_in_names_win_over_a_plugin_claiming_them(work):
     state = mg.load(run / "checkpoints" / "last.safetensors")
     assert any(k.startswith("rnn.weight_ih_l0") for k in state["model"])  # the fused built-in LSTM
     assert state["model"]["rnn.weight_ih_l0"].shape[0] == 4 * 8  # four gates: an LSTM, not an RNN
+    # the run records who provided each component
+    components = json.loads((run / "run.json").read_text())["components"]
+    assert components["cells"]["lstm"]["dist"] == "microgradnn"
+    assert components["optimizers"]["adam"]["dist"] == "microgradnn"
 
 
 def test_a_plugin_shadowed_by_a_built_in_is_reachable_as_dist_name(work):
