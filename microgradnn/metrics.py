@@ -296,6 +296,7 @@ class BLEU(Metric):
 
     name = "bleu"
     higher_is_better = True
+    per_step = True  # it reads each row's sequence of predictions (microgradnn.tasks)
 
     def __init__(self, max_n: int = 4, smooth: bool = False) -> None:
         self.max_n, self.smooth = max_n, smooth

@@ -53,7 +53,7 @@ from . import contracts
 __all__ = [
     "KINDS", "GROUP_PREFIX", "Entry", "Failure", "RegistryError", "PluginWarning",
     "get", "get_entry", "names", "entries", "failures", "load_all",
-    "register", "unregister", "cache_clear", "group", "suggest", "singular",
+    "register", "unregister", "cache_clear", "group", "suggest", "singular", "known_plugin_hint",
 ]
 
 KINDS: tuple[str, ...] = contracts.KINDS
@@ -357,6 +357,29 @@ def get(kind: str, name: str) -> Any:
 def get_entry(kind: str, name: str) -> Entry:
     """The :class:`Entry` for ``name`` (metadata only; nothing is imported)."""
     return _find(kind, name)
+
+
+def known_plugin_hint(kind: str, name: str) -> str:
+    """For a name no installed distribution registers: which of the project's example
+    plugins (``plugins/*/pyproject.toml`` of a checkout) provides it, and how to install
+    it; ``""`` when none does. Read from those files, so there is no second list."""
+    folder = Path(__file__).resolve().parent.parent / "plugins"
+    if not folder.is_dir():
+        return ""
+    try:
+        import tomllib
+    except ImportError:  # pragma: no cover - Python 3.10
+        return ""
+    for pyproject in sorted(folder.glob("*/pyproject.toml")):
+        try:
+            project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+        except Exception:
+            continue
+        if name in project.get("entry-points", {}).get(group(kind), {}):
+            dist = project.get("name", pyproject.parent.name)
+            return (f"{singular(kind)} '{name}' comes from the plugin distribution '{dist}', which is not "
+                    f"installed: pip install -e {pyproject.parent}")
+    return ""
 
 
 def names(kind: str) -> list[str]:

@@ -9,10 +9,12 @@ does not fit the task's targets is one clear line), and the step's counting
 
 Losses and metrics declare what targets they take with a ``targets`` attribute:
 ``"classes"`` (integer class ids, an output with a class axis) or ``"values"`` (float
-targets of the output's own shape). One without it is taken to fit any task.
+targets of the output's own shape), and with ``per_step = True`` that they need an
+output at every time step (BLEU, CER). One without them is taken to fit any task.
 
-A new task is one more :class:`Task` given to :func:`register_task` (and a model that
-builds its output shape, see ``per_step``).
+A new task is one more :class:`Task` given to :func:`register_task`: its targets and
+defaults, and, when a SequenceModel (``per_step`` or not) is not its shape, the function
+that builds its model (``build_model``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Task", "TASKS", "get_task", "register_task", "task_names", "targets_of", "CLASSES", "VALUES"]
+__all__ = ["Task", "TASKS", "get_task", "register_task", "task_names", "targets_of", "misfit", "CLASSES", "VALUES"]
 
 #: Target kinds: integer class ids (cross-entropy, accuracy) or float values (MSE).
 CLASSES = "classes"
@@ -43,6 +45,9 @@ class Task:
         carries_state: batches may continue each other (``train.tbptt``).
         reads_backwards: a bidirectional model is allowed (not for a model that must
             not see the future it predicts).
+        build_model: ``build_model(model_spec, info) -> Module`` for a task whose model
+            is not a :class:`~microgradnn.models.SequenceModel` (an encoder-decoder, say);
+            None: the SequenceModel, whose head ``per_step`` shapes.
     """
 
     name: str
@@ -52,6 +57,7 @@ class Task:
     default_metrics: tuple[str, ...] = ()
     carries_state: bool = False
     reads_backwards: bool = True
+    build_model: Any = None
 
     def count(self, y: np.ndarray, ignore_index: int | None) -> int:
         """How many targets a batch's mean loss is over (ignored positions are not)."""
@@ -98,6 +104,16 @@ def get_task(name: str) -> Task:
         return _TASKS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown task {name!r}; tasks are {', '.join(_TASKS)}") from None
+
+
+def misfit(component: Any, task: Task) -> str | None:
+    """Why a loss or metric does not fit ``task`` (from its declarations), or None."""
+    wants = targets_of(component)
+    if wants is not None and wants != task.targets:
+        return f"needs {wants} targets, and this data's task '{task.name}' has {task.targets} targets"
+    if getattr(component, "per_step", False) and not task.per_step:
+        return f"needs an output at every time step, and this data's task '{task.name}' gives one per sequence"
+    return None
 
 
 def targets_of(component: Any) -> str | None:

@@ -54,6 +54,15 @@ def sparkline(values: np.ndarray, width: int = 60) -> str:
     return "".join(_BLOCKS[i] for i in idx)
 
 
+def epoch_of(trainer: Any) -> int:
+    """The epoch (from 1) the latest step belongs to: what the progress, the log lines and
+    the summary all show. ``trainer.epoch`` counts finished epochs, so after the last step
+    of an epoch it is already that epoch's number."""
+    if trainer.batch_in_epoch:
+        return trainer.epoch + 1
+    return max(trainer.epoch, 1)
+
+
 def describe_model(trainer: Any) -> str:
     m = trainer.spec.get("model") or {}
     cell = m.get("cell")
@@ -129,7 +138,7 @@ class TrainDisplay:
             TextColumn("epoch {task.fields[epoch]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
             TextColumn("{task.fields[speed]}"), console=self.console, expand=True)
         self._task = self._progress.add_task("train", total=trainer.total_steps, completed=trainer.step,
-                                             epoch=trainer.epoch, speed="")
+                                             epoch=epoch_of(trainer), speed="")
         self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
         self._live.start()
 
@@ -143,14 +152,15 @@ class TrainDisplay:
             self.norms = np.asarray(info["grad_norms"])
         if self.live_mode:
             if self._progress is not None:
-                self._progress.update(self._task, completed=trainer.step, epoch=trainer.epoch, speed=self._speed(trainer))
+                self._progress.update(self._task, completed=trainer.step, epoch=epoch_of(trainer),
+                                      speed=self._speed(trainer))
             now = time.perf_counter()
             if self._live is not None and now - self._last_draw > 0.2:
                 self._live.update(self._render())
                 self._last_draw = now
         elif "nonfinite" not in info and (trainer.step % trainer.log_every == 0 or trainer.step == 1
                                           or trainer.step == trainer.total_steps):
-            line = (f"step {trainer.step}/{trainer.total_steps}  epoch {trainer.epoch}  loss {fmt(loss)}  "
+            line = (f"step {trainer.step}/{trainer.total_steps}  epoch {epoch_of(trainer)}  loss {fmt(loss)}  "
                     f"lr {fmt(info.get('lr'))}  |grad| {fmt(info.get('grad_norm'))}  {self._speed(trainer)}")
             if self.grad_norms and self.norms is not None:
                 line += f"  dL/dh_t {sparkline(self.norms, 30)}"
@@ -178,7 +188,8 @@ class TrainDisplay:
     def on_end(self, trainer: Any, summary: dict[str, Any]) -> None:
         if self._live is not None:
             if self._progress is not None:
-                self._progress.update(self._task, completed=trainer.step, speed=self._speed(trainer))
+                self._progress.update(self._task, completed=trainer.step, epoch=epoch_of(trainer),
+                                      speed=self._speed(trainer))
             self._live.update(self._render())
             self._live.stop()
             self._live = None
@@ -234,17 +245,20 @@ _STATUS_STYLE = {"completed": "green", "early_stopped": "green", "dry_run": "gre
 def summary_table(trainer: Any, summary: dict[str, Any]) -> Table:
     t = Table(title="run summary", box=box.ROUNDED, show_header=False, title_style="bold")
     t.add_column(style="bold cyan", no_wrap=True)
-    t.add_column()
+    t.add_column(overflow="fold")
     status = summary["status"]
     t.add_row("status", Text(status.replace("_", " "), style=_STATUS_STYLE.get(status, "")))
     if summary.get("reason"):
         t.add_row("reason", summary["reason"])
-    t.add_row("steps", f"{summary['step']:,} / {summary['total_steps']:,} (epoch {summary['epoch']})")
+    t.add_row("steps", f"{summary['step']:,} / {summary['total_steps']:,} (epoch {epoch_of(trainer)})")
     t.add_row("time", f"{summary['elapsed']:.1f} s")
     last = summary.get("last_eval") or {}
+    # the last evaluation may be older than the last step (a stop between evaluations):
+    # then say when it was, rather than pass old numbers off as the run's state now
+    when = f" (at step {last['step']})" if last.get("step") not in (None, summary["step"]) else ""
     for k, v in last.items():
         if (k.startswith("val_") and k != "val_items") or k == "train_loss":
-            t.add_row(k, fmt(v))
+            t.add_row(k + when, fmt(v))
     for i, b in enumerate(summary.get("best") or []):
         t.add_row("best" if i == 0 else "", f"{b['monitor']} {fmt(b['score'])} at step {b['step']}  ({b['file']})")
     if summary.get("finetune"):

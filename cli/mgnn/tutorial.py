@@ -16,6 +16,7 @@ from typing import Any
 from rich import box
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.syntax import Syntax
 from rich.table import Table
 
 from .errors import EXIT_OK, UsageError
@@ -83,16 +84,49 @@ def run(args: Any, console: Console) -> int:
         return EXIT_OK
     chosen = _pick(args.chapter, chs)
     text = chosen[2].read_text(encoding="utf-8")
-    md = Markdown(text, code_theme="monokai", hyperlinks=False)
-    if args.pager:
-        with console.pager(styles=True):
-            console.print(md)
-    else:
-        console.print(md)
     nxt = [c for c in chs if c[0] > chosen[0]]
-    if nxt:
-        console.print(f"\nnext: mgnn tutorial {nxt[0][0]}  ({nxt[0][1]})", style="dim")
+    footer = f"\nnext: mgnn tutorial {nxt[0][0]}  ({nxt[0][1]})" if nxt else ""
+    if args.pager:
+        with console.pager(styles=_pager_shows_styles()):
+            render(text, console)
+            console.print(footer, style="dim")
+    else:
+        render(text, console)
+        console.print(footer, style="dim")
     return EXIT_OK
+
+
+def _pager_shows_styles() -> bool:
+    """Whether the pager will show colours rather than raw escape codes: ``less`` does
+    with ``-R`` (set in ``LESS`` here when the user has not set ``LESS`` at all), other
+    pagers (``more``, ``cat``, ...) get plain text."""
+    command = os.environ.get("MANPAGER") or os.environ.get("PAGER") or "less"
+    if not os.path.basename(command.split()[0] if command.split() else "").startswith("less"):
+        return False
+    if "LESS" not in os.environ:
+        os.environ["LESS"] = "-R"  # the command may change its own environment; the library never does
+    return "R" in os.environ["LESS"] or "-r" in os.environ["LESS"]
+
+
+_FENCE = re.compile(r"^```([\w+-]*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
+
+
+def render(text: str, console: Console) -> None:
+    """A chapter in the terminal: prose through rich's Markdown, code blocks whole.
+
+    Code is printed at its own width and never wrapped (``soft_wrap``), so a line a
+    reader copies is the line in the file, even in an 80-column terminal."""
+    pos = 0
+    for m in _FENCE.finditer(text):
+        if text[pos:m.start()].strip():
+            console.print(Markdown(text[pos:m.start()], hyperlinks=False))
+        code = m.group(2).rstrip("\n")
+        width = max((len(line) for line in code.splitlines()), default=1)
+        console.print(Syntax(code, m.group(1) or "text", theme="monokai", background_color="default",
+                             word_wrap=False, code_width=width), soft_wrap=True)
+        pos = m.end()
+    if text[pos:].strip():
+        console.print(Markdown(text[pos:], hyperlinks=False))
 
 
 def _pick(key: str, chs: list[tuple[int, str, Path]]) -> tuple[int, str, Path]:

@@ -71,11 +71,12 @@ class Backend:
 _BACKENDS: dict[str, Backend] = {}
 
 
-def get_backend(device: "str | Backend") -> Backend:
-    """Return the backend for ``"cpu"`` or ``"cuda"`` (``"cuda:0"`` is accepted)."""
+def get_backend(device: "str | Backend | None") -> Backend:
+    """Return the backend for ``"cpu"`` or ``"cuda"`` (``"cuda:0"`` is accepted). ``None``
+    is the default device, the CPU, as in PyTorch (``torch.zeros(2, device=None)``)."""
     if isinstance(device, Backend):
         return device
-    name = str(device).split(":", 1)[0]
+    name = "cpu" if device is None else str(device).split(":", 1)[0]
     backend = _BACKENDS.get(name)
     if backend is not None:
         return backend

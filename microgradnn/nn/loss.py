@@ -76,6 +76,8 @@ class L1Loss(_Loss):
 
 
 class SmoothL1Loss(_Loss):
+    targets = "values"  # what it fits (microgradnn.tasks): float targets shaped like the output
+
     def __init__(self, *, reduction: str = "mean", beta: float = 1.0) -> None:
         super().__init__(reduction)
         if beta < 0:
@@ -87,6 +89,8 @@ class SmoothL1Loss(_Loss):
 
 
 class HuberLoss(_Loss):
+    targets = "values"  # what it fits (microgradnn.tasks): float targets shaped like the output
+
     def __init__(self, *, reduction: str = "mean", delta: float = 1.0) -> None:
         super().__init__(reduction)
         if delta <= 0:
@@ -99,10 +103,6 @@ class HuberLoss(_Loss):
 
 class BCELoss(_WeightedLoss):
     """Binary cross-entropy of probabilities; prefer :class:`BCEWithLogitsLoss` (stabler)."""
-
-    targets = "values"  # what it fits (microgradnn.tasks): float targets shaped like the output
-
-    targets = "values"  # what it fits (microgradnn.tasks): float targets shaped like the output
 
     targets = "values"  # what it fits (microgradnn.tasks): float targets shaped like the output
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .. import registry
-from ..tasks import get_task, targets_of
+from ..tasks import get_task, misfit
 from ..contracts import contract
 from ..registry import RegistryError, suggest
 from .errors import UNSET, Problem, SpecError
@@ -20,7 +20,7 @@ from .loading import plain, read_spec_file
 from .resolved import Component, ResolvedSpec
 from .options import accepts, coerce, component_options, option_range_rule
 from .overrides import apply_with_origins
-from .schema import EPOCHS_WHEN_UNSET, CHILDREN, DERIVED_OPTIONS, SECTIONS, Field, in_range, range_text
+from .schema import EPOCHS_WHEN_UNSET, FIELDS, SCHEMA, CHILDREN, DERIVED_OPTIONS, SECTIONS, Field, in_range, range_text
 
 __all__ = ["resolve_spec", "load_spec", "fill_task_defaults", "default_loss"]
 
@@ -42,7 +42,8 @@ class _Validator:
         for key in value:
             if key not in keys:
                 where = f"{path}.{key}" if path else str(key)
-                self.add(where, "unknown key", allowed=", ".join(keys), suggestions=suggest(str(key), keys))
+                self.add(where, "unknown key", allowed=", ".join(keys),
+                         suggestions=_elsewhere(str(key), path) or suggest(str(key), keys))
         return {f.key: (self.field(f, value[f.key]) if f.key in value else self.default(f)) for f in children}
 
     def default(self, f: Field) -> Any:
@@ -116,8 +117,12 @@ class _Validator:
             known = registry.names(kind)
             short = name.partition(":")[2] if ":" in name else name
             if short not in known:
-                self.add(path, f"unknown {registry.singular(kind)}", name, ", ".join(known),
-                         suggest(short, known))
+                hint = registry.known_plugin_hint(kind, short)
+                if hint:
+                    self.add(path, hint, name)
+                else:
+                    self.add(path, f"unknown {registry.singular(kind)}", name, ", ".join(known),
+                             suggest(short, known))
             else:  # a clash between two distributions, or a plugin that failed to load
                 self.add(path, str(exc), name)
             return None
@@ -271,6 +276,22 @@ class _Validator:
         return bool(metric.higher_is_better)  # the metric contract requires it
 
 
+def _elsewhere(key: str, section: str) -> list[str]:
+    """Where a key that is unknown in ``section`` belongs: another section's key of that
+    name (``model.batch_size`` -> ``train.batch_size``), or an option of the default
+    optimizer (``train.lr`` -> ``optimizer.lr``)."""
+    found = [f.path for f in SCHEMA if f.key == key and f.parent != section]
+    if not found:
+        default = FIELDS["optimizer"].default["name"]
+        try:
+            options, _ = component_options("optimizers", registry.get("optimizers", default))
+        except (RegistryError, TypeError, ValueError):
+            options = {}
+        if key in options:
+            found.append(f"optimizer.{key}")
+    return found
+
+
 def _locate(problems: list[Problem], origins: Mapping[str, str], lines: Mapping[str, int]) -> list[Problem]:
     """Attach to each problem the override that set its value, or else its file line."""
     out = []
@@ -366,27 +387,24 @@ def fill_task_defaults(spec: Mapping, task: str) -> ResolvedSpec:
 
 
 def _misfits(kind: str, path: str, names: list[str], task: Any, indexed: bool = False) -> list[Problem]:
-    """A problem for each named loss/metric whose declared targets don't fit ``task``."""
+    """A problem for each named loss/metric whose declarations don't fit ``task``."""
     out = []
     for i, name in enumerate(names):
         try:
             obj = registry.get(kind, name)
         except RegistryError:
             continue  # reported by validation already
-        wants = targets_of(obj)
-        if wants is None or wants == task.targets:
+        why = misfit(obj, task)
+        if why is None:
             continue
         fitting = [n for n in registry.names(kind) if _fits(kind, n, task)]
-        noun = registry.singular(kind)
-        out.append(Problem(f"{path}[{i}]" if indexed else path,
-                           f"{noun} '{name}' needs {wants} targets, and this data's task '{task.name}' has "
-                           f"{task.targets} targets", name, ", ".join(fitting) or "none registered"))
+        out.append(Problem(f"{path}[{i}]" if indexed else path, f"{registry.singular(kind)} '{name}' {why}", name,
+                           ", ".join(fitting) or "none registered"))
     return out
 
 
 def _fits(kind: str, name: str, task: Any) -> bool:
     try:
-        wants = targets_of(registry.get(kind, name))
+        return misfit(registry.get(kind, name), task) is None
     except RegistryError:
         return False
-    return wants is None or wants == task.targets

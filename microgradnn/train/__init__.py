@@ -12,7 +12,7 @@
     print(generate("runs/charlm", "def ", length=200, temperature=0.8))
 
     # your own Module on your own data, from Python
-    Trainer.from_model(my_model, mg.data.adding(), loss="mse", steps=200).fit()
+    Trainer.from_model(my_model, adding(), loss="mse", steps=200).fit()  # microgradnn.data.adding
 
 The parts: :mod:`.build` (spec -> objects), :mod:`.step` (forward, loss, count: written
 once), :mod:`.trainer` (the loop), :mod:`.callbacks` (one hook list: early stopping,

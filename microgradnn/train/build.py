@@ -111,9 +111,13 @@ class ModelInfo(dict):
 
 
 def build_model(model_spec: ModelSpec | Mapping[str, Any], info: Mapping[str, Any]) -> SequenceModel:
-    """A :class:`~microgradnn.models.SequenceModel` from the spec's ``model`` section
-    (a :class:`~microgradnn.spec.ModelSpec`, or a mapping completed from the schema)."""
+    """The model of the spec's ``model`` section (a :class:`~microgradnn.spec.ModelSpec`,
+    or a mapping completed from the schema) for the data's task: a
+    :class:`~microgradnn.models.SequenceModel`, or what the task's ``build_model`` builds."""
     m = model_spec if isinstance(model_spec, ModelSpec) else model_spec_of(model_spec)
+    custom = get_task(info["task"]).build_model
+    if custom is not None:  # a task with a model of its own shape (microgradnn.tasks)
+        return _call("model", f"{info['task']} model", custom, m, info)
     vocab_size = info.get("vocab_size")
     return _call("model", f"SequenceModel(cell={m.cell.name!r})", SequenceModel, info["output_size"],
                  vocab_size=vocab_size, input_size=info.get("input_size") if vocab_size is None else None,

@@ -253,7 +253,7 @@ class Trainer:
 
         ``model(x, state)`` (or ``model(x, state, lengths=...)``) must return ``(output,
         state)`` as a :class:`~microgradnn.models.SequenceModel` does; ``data`` is a
-        DataModule (:mod:`microgradnn.data`, e.g. ``mg.data.adding()`` or your own);
+        DataModule (:mod:`microgradnn.data`, e.g. ``adding()`` from there, or your own);
         ``loss`` and ``optimizer`` are spec components (``"mse"``, ``{"name": "sgd",
         "lr": 0.1}``; default: the task's loss, Adam); ``train`` takes ``train.*`` keys
         (``steps=200, batch_size=16``). The run folder is written as for a spec run,
@@ -342,10 +342,6 @@ class Trainer:
         unless the status is "nan": the last good one is kept)."""
         if self.stop_request is None:
             self.stop_request = (status, reason)
-
-    @property
-    def _stop_request(self) -> tuple[str, str] | None:  # the name before the callbacks became public
-        return self.stop_request
 
     @property
     def best(self) -> list[dict[str, Any]]:
@@ -443,8 +439,6 @@ class Trainer:
         self.folder.append_metrics(results)
         self.callbacks.on_eval(self, results)
         return results
-
-    _evaluate = evaluate
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -56,6 +56,8 @@ class CER:  # a plain class: the metric contract needs no base class
 
     name = "cer"
     higher_is_better = False
+    targets = "classes"  # what it fits (microgradnn.tasks): token ids ...
+    per_step = True  # ... one per time step
 
     def __init__(self) -> None:
         self.reset()
