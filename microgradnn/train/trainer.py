@@ -104,6 +104,10 @@ class Trainer:
     evaluation), ``summary``.
     """
 
+    #: the base name of a fresh run folder, claimed (mkdir) when fit() starts writing;
+    #: None when the folder is given (or the trainer came from from_model/resume)
+    _fresh_base: Path | None = None
+
     #: What ``resume`` may change: how long to go on and how often to look, never what
     #: is trained or how (that would not be the same run any more).
     RESUME_OVERRIDABLE = ("train.steps", "train.epochs", "train.eval_every", "train.checkpoint_every",
