@@ -24,17 +24,26 @@ Hugging Face model, say) returns its ``{name: array}`` dict.
 Saving is atomic: the bytes go to a temporary file in the same directory, which is flushed,
 fsync'ed and then renamed over ``path``; a crash leaves the old checkpoint intact.
 
+Every file is verified: ``save`` records a SHA-256 of what the file holds (each tensor's
+name, dtype, shape and bytes, and the metadata) in the header's ``__metadata__["sha256"]``,
+and ``load`` recomputes it; a flipped bit anywhere that matters is
+:class:`ChecksumMismatchError`, never silently different numbers. Reading is bounded: the
+8-byte header length and the header's offsets say how long the file must be, and nothing
+beyond that is read (``/dev/zero``, a FIFO or a device is refused by kind before reading).
+
 ``mg.load`` also reads a PyTorch ``.pt`` / ``.pth`` file (``torch.load(...,
 weights_only=True)``, tensors become numpy arrays) when PyTorch is installed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
 import os
 import uuid
+import zipfile
 from collections import OrderedDict
 from typing import Any, BinaryIO
 
@@ -42,7 +51,7 @@ import numpy as np
 
 from .backend import to_host
 
-__all__ = ["save", "load", "CheckpointError", "CheckpointNotFoundError"]
+__all__ = ["save", "load", "CheckpointError", "CheckpointNotFoundError", "ChecksumMismatchError"]
 
 FORMAT = "microgradnn.checkpoint"
 VERSION = 1
@@ -53,6 +62,10 @@ _SUPPORTED = {np.dtype(t) for t in (
 )}
 _NP_SCALAR_KINDS = "biuf"
 _CHUNK = 1 << 24  # bytes per write() call
+#: safetensors' own limit on the JSON header; a longer claimed header is a corrupt file
+_MAX_HEADER = 100_000_000
+#: the safetensors dtypes numpy (and so mg.load) can hold
+_NUMPY_DTYPES = {"BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64", "F16", "F32", "F64", "C64"}
 
 
 class CheckpointError(RuntimeError):
@@ -61,6 +74,25 @@ class CheckpointError(RuntimeError):
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """``mg.load`` was given a path where there is no file."""
+
+
+class ChecksumMismatchError(CheckpointError):
+    """The file's contents differ from what was written (its recorded SHA-256 disagrees)."""
+
+
+def _digest(arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> str:
+    """SHA-256 over what a checkpoint holds: the metadata (less the digest itself) and every
+    tensor's name, dtype, shape and bytes, in name order. It is computed from the arrays,
+    not the file's bytes, so it does not depend on how safetensors lays the header out."""
+    h = hashlib.sha256()
+    for key in sorted(metadata):
+        if key != "sha256":
+            h.update(json.dumps([key, metadata[key]]).encode("utf-8"))
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(json.dumps([name, a.dtype.newbyteorder("<").str, list(a.shape)]).encode("utf-8"))
+        h.update(a.astype(a.dtype.newbyteorder("<"), copy=False).reshape(-1).view(np.uint8))
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -282,6 +314,7 @@ def _encode(obj: Any) -> bytes:
         "version": str(VERSION),
         "structure": json.dumps(root, allow_nan=False, ensure_ascii=False, separators=(",", ":")),
     }
+    metadata["sha256"] = _digest(encoder.arrays, metadata)
     return safetensors.numpy.save(encoder.arrays, metadata=metadata)
 
 
@@ -321,55 +354,60 @@ def _atomic_write(path: str, data: bytes, directory: str) -> None:
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 
 
-def _sniff(data: bytes) -> str:
-    """What a file is, from its bytes: "safetensors", "torch", "zip", "pickle" or "unknown"."""
-    head = data[:16]
-    if head[:4] == b"PK\x03\x04":
-        # torch.save's zip format (PyTorch >= 1.6) holds an ``<archive>/data.pkl`` entry;
-        # every entry's name is also in the central directory at the end of the file
-        return "torch" if b"data.pkl" in data else "zip"
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"  # 8-byte header length, then the JSON header
-    if data.startswith(_TORCH_LEGACY_MAGIC):
-        return "torch"
-    if head[:1] == b"\x80":
-        return "pickle"
-    return "unknown"
-
-
 def load(f: "str | os.PathLike[str] | BinaryIO", device: Any = None) -> Any:
     """Read a checkpoint written by :func:`save` (or a plain safetensors file, or a PyTorch
-    ``.pt``/``.pth`` file). Arrays come back as numpy arrays — CuPy arrays, and Tensors on
-    the GPU, with ``device="cuda"``. Raises :class:`CheckpointError` for a truncated or
-    corrupt file and :class:`CheckpointNotFoundError` when there is none."""
+    ``.pt``/``.pth`` file) from a path or, as ``torch.load``, an open binary file. Arrays
+    come back as numpy arrays — CuPy arrays, and Tensors on the GPU, with ``device="cuda"``.
+    Raises :class:`CheckpointError` for a truncated or corrupt file and
+    :class:`CheckpointNotFoundError` when there is none."""
     backend = None
     if device is not None:
         from .backend import get_backend
 
         backend = get_backend(device)
-    if hasattr(f, "read"):  # an open binary file, as torch.load takes
+    if hasattr(f, "read"):  # an open binary file: read it as a file at a path is read
         path = str(getattr(f, "name", "<file object>"))
-        data = f.read()
-        if not isinstance(data, bytes):
+        source = f if _seekable(f) else io.BytesIO(f.read())
+        if isinstance(source, io.BytesIO) and not isinstance(source.getvalue(), bytes):
             raise CheckpointError(f"mg.load: {path} is open in text mode: open it with 'rb'")
-        return _load_bytes(path, data, backend, source=io.BytesIO(data))
+        try:
+            base = source.tell()
+            kind, data = _read_checkpoint(source, path)
+            source.seek(base)  # (torch.load reads it again from there)
+        except OSError as exc:
+            raise CheckpointError(f"mg.load: can't read {path}: {exc.strerror or exc}") from None
+        except TypeError:
+            raise CheckpointError(f"mg.load: {path} is open in text mode: open it with 'rb'") from None
+        return _load_kind(kind, path, data, backend, source)
     path = os.fspath(f)
-    if not os.path.exists(path):
-        raise CheckpointNotFoundError(f"mg.load: no checkpoint at {path}: the file does not exist")
-    if os.path.isdir(path):
-        raise CheckpointError(f"mg.load: {path} is a directory, not a checkpoint file")
+    from .fileio import NotARegularFileError, open_regular_file
+
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        handle = open_regular_file(path)
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"mg.load: no checkpoint at {path}: the file does not exist") from None
+    except NotARegularFileError as exc:
+        raise CheckpointError(f"mg.load: {path} {exc.strerror}: a checkpoint is a file") from None
     except OSError as exc:
-        raise CheckpointError(f"mg.load: can't read {path}: {exc}") from None
-    return _load_bytes(path, data, backend)
+        raise CheckpointError(f"mg.load: can't read {path}: {exc.strerror or exc}") from None
+    with handle:
+        try:
+            kind, data = _read_checkpoint(handle, path)
+        except OSError as exc:
+            raise CheckpointError(f"mg.load: can't read {path}: {exc.strerror or exc}") from None
+    return _load_kind(kind, path, data, backend, None)
 
 
-def _load_bytes(path: str, data: bytes, backend: Any, source: Any = None) -> Any:
-    """What :func:`load` does once the bytes are read; ``source`` is the file object to hand
-    torch.load (None: it reads ``path``)."""
-    kind = _sniff(data)
+def _seekable(f: Any) -> bool:
+    try:
+        return bool(f.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _load_kind(kind: str, path: str, data: bytes, backend: Any, source: Any) -> Any:
+    """What :func:`load` does once it knows the file's kind; ``source`` is the open file
+    object to hand torch.load (None: it reads ``path``)."""
     if kind == "torch":
         return _load_torch(path, backend, source)
     if kind == "pickle":
@@ -378,39 +416,100 @@ def _load_bytes(path: str, data: bytes, backend: Any, source: Any = None) -> Any
     if kind == "zip":
         raise CheckpointError(f"mg.load: {path} is a zip archive but not a PyTorch checkpoint (it has no data.pkl "
                               "entry), or a PyTorch checkpoint cut short")
+    if kind == "empty":
+        raise CheckpointError(f"mg.load: {path} is empty (a checkpoint whose writing was cut off?)")
     if kind == "unknown":
-        if not data:
-            raise CheckpointError(f"mg.load: {path} is empty (a checkpoint whose writing was cut off?)")
         raise CheckpointError(f"mg.load: {path} is truncated or corrupt, or not a checkpoint: it is neither a "
                               "safetensors file (what mg.save writes) nor a PyTorch file")
     return _load_safetensors(path, data, backend)
+
+
+def _read_checkpoint(f: Any, path: str) -> tuple[str, bytes]:
+    """(kind, bytes) of an open checkpoint file, reading no more than its format allows.
+
+    kind is "safetensors" (bytes: the whole file), "torch", "zip", "pickle", "empty" or
+    "unknown" (bytes: the first 16 only). A safetensors file is 8 bytes of header length,
+    the JSON header, then the tensor data whose extent the header's offsets give; every
+    length is checked against the file's size before anything that long is read."""
+    base = f.tell()  # a file object may hold the checkpoint from its current position on
+    size = f.seek(0, os.SEEK_END) - base
+    f.seek(base)
+    head = f.read(16)
+    if not head:
+        return "empty", head
+    if head[:4] == b"PK\x03\x04":
+        # torch.save's zip format (PyTorch >= 1.6) holds an ``<archive>/data.pkl`` entry;
+        # zipfile reads only the central directory at the end to list the entries
+        try:
+            f.seek(base)
+            names = zipfile.ZipFile(f).namelist()
+        except (zipfile.BadZipFile, ValueError, EOFError):
+            return "zip", head
+        return ("torch" if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names) else "zip"), head
+    if len(head) < 9 or head[8:9] != b"{":  # (a safetensors header length may start with 0x80 too)
+        if head.startswith(_TORCH_LEGACY_MAGIC[:16]) and size >= len(_TORCH_LEGACY_MAGIC):
+            return "torch", head
+        if head[:1] == b"\x80":
+            return "pickle", head
+        return "unknown", head
+    n = int.from_bytes(head[:8], "little")
+    if n > _MAX_HEADER or 8 + n > size:
+        raise CheckpointError(f"mg.load: {path} is truncated (or not a checkpoint): its header claims {n} bytes but "
+                              f"the file has only {size} bytes in all" + (" (and safetensors headers are at most "
+                                                              f"{_MAX_HEADER:,})" if n > _MAX_HEADER else ""))
+    f.seek(base)
+    prefix = f.read(8 + n)
+    try:
+        header = json.loads(prefix[8:])
+    except (ValueError, RecursionError) as exc:
+        detail = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+        raise CheckpointError(f"mg.load: {path} is corrupt: its header is not valid JSON ({detail})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"mg.load: {path} is corrupt: its header is not a JSON object")
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, (start, stop) = entry["dtype"], entry["data_offsets"]
+            start, stop = int(start), int(stop)
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"mg.load: {path} is corrupt: its header entry for {name!r} lacks a dtype and "
+                                  "two data offsets") from None
+        if dtype not in _NUMPY_DTYPES:
+            raise CheckpointError(f"mg.load: {path}: tensor {name!r} has dtype {dtype}, which mg.load does not "
+                                  f"support (numpy has no {dtype}); supported: {', '.join(sorted(_NUMPY_DTYPES))} "
+                                  "— convert the file, e.g. to F32, first")
+        end = max(end, stop)
+    expected = 8 + n + end
+    if expected > size:
+        raise CheckpointError(f"mg.load: {path} is truncated: its header says the file is {expected} bytes long but "
+                              f"it has only {size} (was its writing cut off, or its copy incomplete?)")
+    if expected < size:
+        raise CheckpointError(f"mg.load: {path} is corrupt: its header says the file is {expected} bytes long but "
+                              f"it has {size}")
+    data = prefix + f.read(end)
+    if len(data) != expected:
+        raise CheckpointError(f"mg.load: {path} changed while it was read ({len(data)} of {expected} bytes)")
+    return "safetensors", data
 
 
 def _load_safetensors(path: str, data: bytes, backend: Any) -> Any:
     import safetensors.numpy
 
     n = int.from_bytes(data[:8], "little")
-    if 8 + n > len(data):
-        raise CheckpointError(f"mg.load: {path} is truncated (or not a checkpoint): its header claims {n} bytes but "
-                              f"the file has only {len(data)} bytes in all")
-    try:
-        header = json.loads(data[8 : 8 + n])
-        metadata = header.get("__metadata__") or {}
-    except (ValueError, AttributeError) as exc:
-        raise CheckpointError(f"mg.load: {path} is corrupt: its header is not valid JSON ({exc})") from None
-    try:  # the header says how long the file must be: check before the parser does
-        expected = 8 + n + max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
-                               default=0)
-    except (AttributeError, KeyError, TypeError, ValueError, IndexError):
-        expected = None  # malformed: safetensors' own check below reports it
-    if expected is not None and expected > len(data):
-        raise CheckpointError(f"mg.load: {path} is truncated: its header says the file is {expected} bytes long but "
-                              f"it has only {len(data)} (was its writing cut off, or its copy incomplete?)")
+    metadata = json.loads(data[8 : 8 + n]).get("__metadata__") or {}  # (checked by _read_checkpoint)
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"mg.load: {path} is corrupt: its __metadata__ is not a mapping of strings")
     try:
         raw = safetensors.numpy.load(data)
     except Exception as exc:  # SafetensorError and friends
         raise CheckpointError(f"mg.load: {path} is truncated or corrupt ({type(exc).__name__}: {exc})") from None
     arrays = {name: np.array(a, copy=True) for name, a in raw.items()}  # writable and aligned
+    recorded = metadata.get("sha256")
+    if recorded is not None and _digest(arrays, metadata) != recorded:
+        raise ChecksumMismatchError(f"mg.load: {path} is corrupt: its contents do not match the SHA-256 recorded "
+                                    "when it was written (a flipped bit, a damaged copy or an edit)")
 
     if metadata.get("format") != FORMAT:  # a plain safetensors file: its tensors by name
         if backend is not None and backend.name != "cpu":
@@ -425,13 +524,16 @@ def _load_safetensors(path: str, data: bytes, backend: Any) -> Any:
                               f"this one reads up to {VERSION}): upgrade microgradnn")
     try:
         structure = json.loads(metadata["structure"])
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"mg.load: {path} is corrupt: its structure is missing or not valid JSON ({exc})") from None
+    except (KeyError, ValueError, RecursionError) as exc:
+        detail = "nested too deep" if isinstance(exc, RecursionError) else exc
+        raise CheckpointError(f"mg.load: {path} is corrupt: its structure is missing or not valid JSON ({detail})") from None
     try:
         return _Decoder(arrays, backend, path).decode(structure)
     except CheckpointError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
+    except RecursionError:
+        raise CheckpointError(f"mg.load: {path} is corrupt: its structure is nested too deep") from None
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise CheckpointError(f"mg.load: {path} is corrupt: malformed structure ({type(exc).__name__}: {exc})") from None
 
 
@@ -447,8 +549,17 @@ def _load_torch(path: str, backend: Any, source: Any = None) -> Any:
         obj = torch.load(path if source is None else source, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"mg.load: can't read PyTorch file {path} (truncated, corrupt, or holding more than "
-                              f"tensors and plain data): {type(exc).__name__}: {exc}") from None
+                              f"tensors and plain data): {_torch_reason(exc)}") from None
     return _from_torch(obj, torch, backend)
+
+
+def _torch_reason(exc: Exception) -> str:
+    """torch.load's error without its advice to turn the safe loader off ("Re-running
+    torch.load with weights_only set to False will likely succeed"): mg.load never does."""
+    paragraphs = [p.strip() for p in str(exc).split("\n\n") if p.strip()]
+    kept = [p for p in paragraphs if "weights_only" not in p and "documentation" not in p
+            and "safe_globals" not in p]
+    return f"{type(exc).__name__}: " + (" ".join(" ".join(kept).split()) or "the file is not a plain tensor file")
 
 
 def _from_torch(obj: Any, torch: Any, backend: Any) -> Any:

@@ -23,8 +23,11 @@ How it behaves, and why:
   registers the wrong kind of thing (an "optimizer" that is not an Optimizer), is
   reported once, as a :class:`PluginWarning` naming its distribution and the error, and
   is listed by :func:`failures`. Asking for it by name raises :class:`RegistryError`.
-* **Name clashes are explicit.** Two distributions claiming one name make
-  ``get(kind, name)`` raise an error naming both; ``"dist:name"`` picks one.
+* **Name clashes are explicit.** Two plugins claiming one name make ``get(kind, name)``
+  raise an error naming both; ``"dist:name"`` picks one. A plugin never shadows a
+  built-in: ``lstm`` is always microgradnn's, the plugin's is ``"its-dist:lstm"``.
+* **A plugin's import can't end the process**: ``SystemExit`` and ``KeyboardInterrupt``
+  raised while importing it are caught and reported like any other import failure.
 * **Typos get a did-you-mean** (``difflib``), as everywhere in microgradnn.
 
 What each kind's object is, how it is called and what it must offer is its contract,
@@ -55,6 +58,10 @@ __all__ = [
 
 KINDS: tuple[str, ...] = contracts.KINDS
 GROUP_PREFIX = "microgradnn."
+
+#: The distribution whose components are the built-ins: a plugin claiming one of their
+#: names never shadows it (the plugin's stays reachable as ``"its-dist:name"``).
+BUILTIN_DIST = "microgradnn"
 
 #: The distribution name shown for components registered in-process with :func:`register`.
 IN_PROCESS = "<in-process>"
@@ -287,6 +294,9 @@ def _find(kind: str, name: str) -> Entry:
     matches = [e for e in items if e.name == name]
     if len(matches) == 1:
         return matches[0]
+    builtin = [e for e in matches if _normalize(e.dist) == _normalize(BUILTIN_DIST)]
+    if builtin:  # a plugin never shadows a built-in name; it stays reachable as "dist:name"
+        return builtin[0]
     if len(matches) > 1:
         who = " and ".join(f"'{e.dist}'" for e in matches)
         picks = " or ".join(f"'{e.qualified_name}'" for e in matches)
@@ -309,7 +319,9 @@ def _load(entry: Entry) -> Any:
             raise RegistryError(str(_failure_of(entry)))
         try:
             obj = entry._ep.load() if entry._ep is not None else entry._obj
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            # a plugin's import is never allowed to end the process: SystemExit(0) at
+            # import once made `mgnn plugins` exit silently; it is a failure like any other
             error = f"import failed: {type(exc).__name__}: {exc}"
             cause: BaseException | None = exc
         else:

@@ -32,6 +32,7 @@ from typing import Any
 __all__ = [
     "SPEC_FILE", "RUN_FILE", "VOCAB_FILE", "METRICS_FILE", "CKPT_DIR", "INDEX_FILE", "LAST", "ADAPTER_FILE",
     "EXPORT_FILE", "RunFolderError", "is_run_folder", "checkpoint_index", "find_checkpoint", "WHICH",
+    "checkpoint_candidates",
 ]
 
 SPEC_FILE = "spec.yaml"
@@ -65,11 +66,37 @@ def checkpoint_index(run_dir: str | os.PathLike) -> dict[str, Any]:
         return {"last": None, "best": []}
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise RunFolderError(f"{path} is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # (UnicodeDecodeError is a ValueError)
+        raise RunFolderError(f"{path} is not valid JSON ({str(exc)[:200]})") from None
     if not isinstance(index, dict):
         raise RunFolderError(f"{path} does not hold a checkpoint index (a mapping)")
+    best = index.get("best", [])
+    if not isinstance(best, list) or not all(isinstance(b, dict) and isinstance(b.get("file"), str) for b in best):
+        raise RunFolderError(f"{path}: \"best\" must be a list of {{\"file\": ..., \"step\": ...}} entries")
+    for b in best:
+        if "/" in b["file"] or "\\" in b["file"] or b["file"].startswith("."):
+            raise RunFolderError(f"{path}: checkpoint name {b['file']!r} is not a file name in {CKPT_DIR}/")
     return index
+
+
+def checkpoint_candidates(run_dir: str | os.PathLike, which: str = "best") -> list[Path]:
+    """The checkpoint files :func:`find_checkpoint` would choose, in the order to try them
+    when the first is damaged: the chosen one, then the other verified-able full states —
+    for "best" the index's other best entries, then ``last``; for "last" the best-k
+    files, newest first (each holds the whole training state of its step)."""
+    run_dir = Path(run_dir)
+    ckpts = run_dir / CKPT_DIR
+    if which not in WHICH:
+        return [find_checkpoint(run_dir, which)]
+    on_disk = sorted(ckpts.glob("best-step*.safetensors"), reverse=True)  # newest step first
+    # "best" is the index's word: a damaged index is an error, never a silent "last"
+    ranked = [ckpts / b["file"] for b in checkpoint_index(run_dir).get("best") or []] if which != "last" else []
+    order = (ranked + [ckpts / LAST] + on_disk) if which in ("best", "base") else ([ckpts / LAST] + on_disk)
+    seen: list[Path] = []
+    for p in order:
+        if p not in seen and p.is_file():
+            seen.append(p)
+    return seen
 
 
 def find_checkpoint(run_dir: str | os.PathLike, which: str = "best") -> Path:

@@ -293,7 +293,12 @@ def test_corrupt_files_give_clear_errors(good_checkpoint, tmp_path):
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + n])
 
-    def with_header(h):
+    def with_header(h, digest=False):
+        # crafted metadata, as in a file written before checkpoints carried a SHA-256 (the
+        # decoder's own checks are what is tested); with digest=True the digest stays and
+        # must catch the edit
+        if not digest:
+            h = {**h, "__metadata__": {k: v for k, v in h["__metadata__"].items() if k != "sha256"}}
         text = json.dumps(h).encode()
         text += b" " * ((8 - len(text) % 8) % 8)
         return len(text).to_bytes(8, "little") + text + data[8 + n :]
@@ -304,9 +309,13 @@ def test_corrupt_files_give_clear_errors(good_checkpoint, tmp_path):
         "missing_tensor": with_header({**header, "__metadata__": {
             **header["__metadata__"], "structure": json.dumps({"w": {"$tensor": "nope", "kind": "ndarray"}})}}),
         "newer_version": with_header({**header, "__metadata__": {**header["__metadata__"], "version": "99"}}),
+        "edited_structure": with_header({**header, "__metadata__": {
+            **header["__metadata__"], "structure": json.dumps({"w": {"$tensor": "nope", "kind": "ndarray"}})}},
+            digest=True),
     }
     expect = {"garbled_header": "not valid JSON|corrupt", "structure_not_json": "structure is missing or not valid",
-              "missing_tensor": "names a tensor 'nope'", "newer_version": "newer microgradnn"}
+              "missing_tensor": "names a tensor 'nope'", "newer_version": "newer microgradnn",
+              "edited_structure": "do not match the SHA-256 recorded"}
     for name, blob in cases.items():
         bad = tmp_path / f"{name}.safetensors"
         bad.write_bytes(blob)
@@ -347,7 +356,7 @@ def test_missing_file_and_directory(tmp_path):
         mg.load(tmp_path / "nothing.safetensors")
     with pytest.raises(FileNotFoundError):  # also an OSError subclass, as open() would raise
         mg.load(tmp_path / "nothing.safetensors")
-    with pytest.raises(CheckpointError, match="is a directory"):
+    with pytest.raises(CheckpointError, match="is a folder, not a file"):
         mg.load(tmp_path)
 
 

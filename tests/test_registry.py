@@ -245,13 +245,16 @@ def test_register_checks_the_kind_at_once():
     assert "fake_opt" not in registry.names("optimizers")
 
 
-def test_in_process_clash_with_a_builtin_is_a_clash():
+def test_a_plugin_never_shadows_a_built_in_name():
+    """Issue 11: a plugin claiming "sgd" once disabled the built-in for every spec; now the
+    built-in wins and the plugin's stays reachable by its distribution's name."""
     registry.register("optimizers", "sgd", mg.optim.Adam, dist="my-experiments")
     try:
-        with pytest.raises(RegistryError, match=r"'microgradnn' and 'my-experiments'"):
-            registry.get("optimizers", "sgd")
+        assert registry.get("optimizers", "sgd") is mg.optim.SGD
         assert registry.get("optimizers", "microgradnn:sgd") is mg.optim.SGD
         assert registry.get("optimizers", "my-experiments:sgd") is mg.optim.Adam
+        entry = next(e for e in registry.entries("optimizers") if e.name == "sgd" and e.dist == "my-experiments")
+        assert "microgradnn" in entry.clash  # `mgnn plugins` shows it
     finally:
         registry.unregister("optimizers", "sgd")
 

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 def _show_warning(message: Warning | str, category: type, filename: str, lineno: int, file: Any = None,
                   line: str | None = None) -> None:
     """Warnings as one line each (a broken plugin, say), not the file:line + source pair."""
-    kind = "warning" if category.__name__ in ("UserWarning", "PluginWarning") else category.__name__
+    kind = "warning" if category.__name__ in ("UserWarning", "PluginWarning", "CheckpointFallbackWarning") \
+        else category.__name__
     print(f"mgnn: {kind}: {message}", file=sys.stderr)
 
 

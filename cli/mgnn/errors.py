@@ -3,7 +3,8 @@
 A mistake the user can fix (a bad spec, a missing file, an unknown component, a bad
 override) prints ONE clear line (a spec with several problems prints its one report)
 on stderr and exits with status 2, never a traceback; ``--debug`` shows the traceback.
-A run that stops on a NaN/inf loss or crosses its divergence threshold exits 1 (early
+A run that stops on a NaN/inf loss exits 1; one that diverged (its validation loss ended
+far above a do-nothing model's, or crossed its divergence threshold) exits 3 (early
 stopping for lack of improvement is a success: 0); Ctrl-C exits 130 after saving a
 checkpoint. A closed output pipe (``mgnn check spec.yaml | head -1``) ends quietly.
 Anything else is a bug: one line saying so (exit 1), traceback with --debug.
@@ -15,12 +16,13 @@ import os
 import sys
 import traceback
 
-__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "UsageError", "user_error_types", "report",
-           "quiet_broken_pipe", "last_line", "rank_tag"]
+__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_DIVERGED", "EXIT_INTERRUPTED", "UsageError",
+           "user_error_types", "report", "quiet_broken_pipe", "last_line", "rank_tag"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run failed (NaN loss), a contract check failed, an internal error
 EXIT_USAGE = 2  # a user error: bad spec, missing file, bad option
+EXIT_DIVERGED = 3  # the run ended, but its loss diverged (a result, not a success)
 EXIT_INTERRUPTED = 130
 
 
@@ -39,11 +41,13 @@ def user_error_types() -> tuple[type, ...]:
     from microgradnn.registry import RegistryError
     from microgradnn.runfolder import RunFolderError
     from microgradnn.spec import SpecError
+    from microgradnn.memory import MemoryLimitError
+    from microgradnn.runlock import RunLockedError
     from microgradnn.train import TrainError
 
     return (UsageError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, SpecError,
             RegistryError, TrainError, DataError, CheckpointError, FinetuneError, DeviceError, StateDictError,
-            RunFolderError, OnnxExportError)
+            RunFolderError, RunLockedError, MemoryLimitError, OnnxExportError)
 
 
 def report(exc: BaseException, debug: bool) -> int:

@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..fileio import not_a_file_reason
 from .base import DataError, DataFileError, check_fraction, check_int
 from .sequences import Examples, SequenceData
 from .vocab import Vocab, as_vocab
@@ -49,8 +50,10 @@ def read_table(path: str | os.PathLike, fmt: str, delimiter: str | None = None, 
     owner = owner or fmt
     p = Path(path).expanduser()
     if not p.is_file():
-        where = "is a folder, not a file" if p.is_dir() else f"not found (resolved to {str(p.resolve())!r})"
-        raise DataFileError(f"{owner}: data file {os.fspath(path)!r} {where}")
+        reason = not_a_file_reason(p)
+        if reason == "does not exist":
+            raise DataFileError(f"{owner}: data file {os.fspath(path)!r} not found (resolved to {str(p.resolve())!r})")
+        raise DataError(f"{owner}: data file {os.fspath(path)!r} {reason}")
     rows: list[tuple[int, dict]] = []
     if fmt == "csv":
         if delimiter is None:
@@ -121,9 +124,10 @@ def _numbers(owner: str, where: str, value: Any) -> np.ndarray:
             steps = [[float(v) for v in s] if isinstance(s, list) else [float(s)] for s in value]
         else:
             raise TypeError(type(value).__name__)
-        arr = np.asarray(steps, dtype=np.float32)
+        wide = np.asarray(steps, dtype=np.float64)
     except (TypeError, ValueError):
         raise DataError(f"{owner}: {where}: expected a sequence of numbers, got {str(value)[:60]!r}") from None
+    arr = _fit_float32(owner, where, "the sequence", wide)
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"{owner}: {where}: expected a non-empty sequence with the same number of features at every "
                         f"step, got {str(value)[:60]!r}")
@@ -143,9 +147,24 @@ def _targets(owner: str, where: str, values: list) -> list[float]:
                 out.append(float(item))
             except (TypeError, ValueError):
                 raise DataError(f"{owner}: {where}: a regression label must be a number, got {item!r}") from None
-    if not all(np.isfinite(out)):
-        raise DataError(f"{owner}: {where}: the label holds NaN or infinity")
+    _fit_float32(owner, where, "the label", np.asarray(out, dtype=np.float64))
     return out
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _fit_float32(owner: str, where: str, what: str, values: np.ndarray) -> np.ndarray:
+    """``values`` as float32, the training dtype, refusing what it cannot hold: NaN and
+    infinity, and finite numbers beyond float32's range (1e39 would become inf, and the
+    loss would blow up far from the line that caused it)."""
+    if not np.all(np.isfinite(values)):
+        raise DataError(f"{owner}: {where}: {what} holds NaN or infinity")
+    too_big = np.abs(values) > _FLOAT32_MAX
+    if np.any(too_big):
+        raise DataError(f"{owner}: {where}: {what} holds {values[too_big].flat[0]:g}, which does not fit float32 "
+                        f"(the training dtype; its largest value is {_FLOAT32_MAX:.4g}): rescale the column")
+    return values.astype(np.float32)
 
 
 def _label_key(value: Any) -> str:

@@ -25,7 +25,6 @@ reproducible.
 
 from __future__ import annotations
 
-import glob
 import os
 import sysconfig
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..fileio import glob_files, not_a_file_reason
 from .base import (Batch, DataError, DataFileError, DataModule, check_batch_size, check_fraction, check_int,
                    epoch_rng)
 from .vocab import Vocab, as_vocab
@@ -73,8 +73,8 @@ def _expand(entry: str | os.PathLike, owner: str) -> list[Path]:
     text = os.fspath(entry)
     path = Path(text).expanduser()
     if _GLOB_CHARS.intersection(text):
-        matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True))
-        files = [m for m in matches if m.is_file() and not _looks_binary(m)]
+        # glob_files, not glob.glob: "**" must not loop forever through a symlinked folder
+        files = [m for m in glob_files(text) if not _looks_binary(m)]
         if not files:
             raise DataFileError(f"{owner}: no text files match the pattern {text!r} (looked from {os.getcwd()!r})")
         return files
@@ -89,6 +89,9 @@ def _expand(entry: str | os.PathLike, owner: str) -> list[Path]:
         if _looks_binary(path):
             raise DataError(f"{owner}: {text!r} is a binary file, not text")
         return [path]
+    reason = not_a_file_reason(path)
+    if reason is not None and reason != "does not exist":  # a device, a FIFO, a socket, a symlink loop
+        raise DataError(f"{owner}: {text!r} {reason}: give text files or folders of them")
     raise DataFileError(f"{owner}: no such file or folder: {text!r} (resolved to {str(path.resolve())!r})")
 
 

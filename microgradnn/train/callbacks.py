@@ -146,6 +146,15 @@ class MetricsLog(Callback):
                 "elapsed": trainer.elapsed})
             self._losses, self._items, self._seconds = [], 0, 0.0
 
+    def state_dict(self) -> dict[str, Any]:
+        """The running window since the last record: part of a checkpoint, so the first
+        record after a resume averages the same losses as an uninterrupted run's."""
+        return {"losses": list(self._losses), "items": self._items, "seconds": self._seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._losses = [float(v) for v in state.get("losses") or []]
+        self._items, self._seconds = int(state.get("items", 0)), float(state.get("seconds", 0.0))
+
 
 class EarlyStopping(Callback):
     """Stop when the monitored value stops improving, or diverges.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,11 +28,15 @@ from ..checkpoint import load as mg_load
 from ..tensor import tensor as make_tensor
 from .errors import TrainError
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "BestK", "read_checkpoint", "restore_weights",
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "BestK", "CheckpointFallbackWarning", "read_checkpoint", "read_run_checkpoint", "restore_weights",
            "state_to_arrays", "state_from_arrays"]
 
 CHECKPOINT_FORMAT = "microgradnn.run-checkpoint"
 CHECKPOINT_VERSION = 1
+
+
+class CheckpointFallbackWarning(UserWarning):
+    """The checkpoint asked for was damaged; an earlier one that verifies was used instead."""
 
 
 class BestK:
@@ -66,15 +71,53 @@ class BestK:
         return bool(self.entries) and self.entries[0]["file"] == entry["file"]
 
 
+def _not_a_run_checkpoint(state: Any) -> str | None:
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        return "not a run checkpoint written by mgnn train"
+    progress = state.get("progress")
+    if not isinstance(progress, dict) or not all(isinstance(progress.get(k), int) and not isinstance(progress.get(k), bool)
+                                                 for k in ("step", "epoch", "batch")):
+        return "its progress record (step, epoch, batch) is malformed"
+    if not isinstance(state.get("param_groups"), list) or not isinstance(state.get("optimizer"), dict):
+        return "its optimizer record is malformed"
+    return None
+
+
 def read_checkpoint(path: str | os.PathLike, device: str | None = None) -> dict[str, Any]:
     """A run checkpoint's contents; a clear :class:`TrainError` for anything else."""
     try:
         state = mg_load(path, device=device if device not in (None, "cpu") else None)
     except CheckpointError as exc:
         raise TrainError(str(exc)) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise TrainError(f"{path} is not a run checkpoint written by mgnn train")
+    why = _not_a_run_checkpoint(state)
+    if why is not None:
+        raise TrainError(f"{path} is {why}" if why.startswith("not") else f"{path}: {why}")
     return state
+
+
+def read_run_checkpoint(run_dir: str | os.PathLike, which: str = "best",
+                        device: str | None = None) -> tuple[dict[str, Any], "Path", str | None]:
+    """``(state, path, note)``: the run's ``which`` checkpoint, or — when that file is
+    damaged (its SHA-256 disagrees, it is cut short) — the previous one that verifies;
+    ``note`` is then one line saying which file was refused and which is used instead
+    (None when the first choice was fine)."""
+    from .. import runfolder
+    from .verified import fallback_note, load_first_verified
+
+    try:
+        candidates = runfolder.checkpoint_candidates(run_dir, which)
+    except runfolder.RunFolderError as exc:
+        raise TrainError(str(exc)) from None
+    if not candidates:
+        runfolder.find_checkpoint(run_dir, which)  # raises its clear "no checkpoint yet"
+    load_device = device if device not in (None, "cpu") else None
+    try:
+        state, path, refused = load_first_verified(candidates, lambda p: mg_load(p, device=load_device),
+                                                   accept=_not_a_run_checkpoint)
+    except CheckpointError as exc:
+        raise TrainError(str(exc).removeprefix("mg.load: ")) from None
+    note = fallback_note(refused, path, state["progress"]["step"]) if refused else None
+    return state, path, note
 
 
 def restore_weights(model: Any, state: dict[str, Any], strategy: Any) -> None:

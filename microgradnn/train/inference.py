@@ -9,12 +9,13 @@ holds only what changed, so its base is loaded first and the strategy applied on
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import registry
+from .. import registry, runfolder
 from ..autograd import no_grad
 from ..backend import to_host
 from ..spec import Component, ResolvedSpec
@@ -22,12 +23,12 @@ from ..tasks import get_task
 from ..tensor import manual_seed
 from ..tensor import tensor as make_tensor
 from . import build, runs
-from .checkpoints import read_checkpoint, restore_weights
+from .checkpoints import CheckpointFallbackWarning, read_checkpoint, read_run_checkpoint, restore_weights
 from .errors import TrainError
 from .finetune_hook import load_base, prepare
 from .step import Step, evaluate_batches
 
-__all__ = ["load_run", "evaluate", "generate", "export", "LoadedRun", "translate", "forecast_report", "run_task"]
+__all__ = ["load_run", "evaluate", "generate", "export", "LoadedRun", "translate", "forecast_report", "run_task", "CheckpointFallbackWarning"]
 
 
 class LoadedRun:
@@ -64,8 +65,13 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best", device: str =
     """The model of a run folder, from its best (default) or last checkpoint, or a file."""
     run_dir = runs.check_run_dir(run_dir)
     spec = ResolvedSpec.from_mapping(runs.read_spec(run_dir))
-    path = runs.find_checkpoint(run_dir, checkpoint)
-    state = read_checkpoint(path)
+    if checkpoint in runfolder.WHICH:  # damaged? the previous verified one, said out loud
+        state, path, note = read_run_checkpoint(run_dir, checkpoint)
+        if note is not None:
+            warnings.warn(note, CheckpointFallbackWarning, stacklevel=2)
+    else:
+        path = runs.find_checkpoint(run_dir, checkpoint)
+        state = read_checkpoint(path)
     info = dict(state.get("model_info") or {})
     if not info:
         info = dict(runs.read_json(run_dir / runs.RUN_FILE).get("model_info") or {})

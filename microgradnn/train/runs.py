@@ -13,6 +13,7 @@ atomically (temporary file + rename), so a crash never leaves half a file behind
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -21,7 +22,9 @@ from typing import Any, Mapping
 
 from .. import runfolder
 from ..checkpoint import save as mg_save
-from ..fileio import atomic_write
+from ..fileio import atomic_write, read_bounded
+from ..runlock import RunLock, claim_fresh_dir, lock_run_dir
+from .metrics_log import MetricsFile
 from ..runfolder import (ADAPTER_FILE, CKPT_DIR, EXPORT_FILE, INDEX_FILE, LAST, METRICS_FILE, RUN_FILE, SPEC_FILE,
                          VOCAB_FILE, RunFolderError)
 from ..spec import dump_spec
@@ -30,8 +33,42 @@ from .errors import TrainError
 __all__ = [
     "SPEC_FILE", "RUN_FILE", "VOCAB_FILE", "METRICS_FILE", "CKPT_DIR", "INDEX_FILE", "LAST", "ADAPTER_FILE",
     "EXPORT_FILE", "RunFolder", "write_json", "read_json", "write_spec", "read_spec", "checkpoint_index",
-    "find_checkpoint", "check_run_dir", "unique_run_dir", "save_file",
+    "find_checkpoint", "check_run_dir", "unique_run_dir", "claim_fresh_dir", "save_file",
 ]
+
+
+#: a run folder's spec.yaml, run.json, vocab.json, index.json are small; 64 MiB is far beyond any
+SMALL_FILE_LIMIT = 64 << 20
+
+
+#: run-folder files whose digest run.json records (see RunFolder.write_status)
+DIGESTED = (SPEC_FILE, VOCAB_FILE)
+
+
+def _digests(run_dir: Path) -> dict[str, str]:
+    out = {}
+    for name in DIGESTED:
+        try:
+            out[name] = hashlib.sha256(read_bounded(run_dir / name, SMALL_FILE_LIMIT)).hexdigest()
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def _verify_recorded(path: Path, data: bytes) -> None:
+    """``path`` (spec.yaml, vocab.json) against the digest run.json recorded; folders
+    written before digests existed (or without run.json) are not checked."""
+    if path.name not in DIGESTED:
+        return
+    run_json = path.parent / RUN_FILE
+    if not run_json.is_file():
+        return
+    recorded = read_json(run_json)
+    expected = recorded.get("sha256", {}).get(path.name) if isinstance(recorded, dict) and \
+        isinstance(recorded.get("sha256"), dict) else None
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise TrainError(f"{path} does not match the SHA-256 that {run_json.name} recorded when the run wrote it: "
+                         "one of the two was damaged or edited (change a run with mgnn resume RUN key=value)")
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -49,9 +86,25 @@ class RunFolder:
 
     ``writer=False``: every write is skipped (a dry run; a process other than rank 0)."""
 
-    def __init__(self, path: str | os.PathLike, writer: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike, writer: bool = True, lock: RunLock | None = None) -> None:
         self.path = Path(path)
         self.writer = writer
+        self._lock = lock
+        self.metrics = MetricsFile(self.path / METRICS_FILE)
+
+    # -- one writer ----------------------------------------------------------------------
+
+    def lock(self) -> None:
+        """Take the folder's writer lock (:mod:`microgradnn.runlock`) unless held: a second
+        writer gets a one-line :class:`~microgradnn.runlock.RunLockedError` naming the pid."""
+        if self.writer and (self._lock is None or not self._lock.held):
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock = lock_run_dir(self.path)
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     @property
     def checkpoints(self) -> Path:
@@ -67,6 +120,7 @@ class RunFolder:
         if not self.writer:
             return
         self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.metrics.start()  # records of an attempt that died before its first checkpoint go
         self.write_spec(spec)
         if vocab is not None:
             if hasattr(vocab, "save"):
@@ -79,36 +133,29 @@ class RunFolder:
             dump_spec(spec, self.path / SPEC_FILE)
 
     def write_status(self, info: dict[str, Any]) -> None:
-        """``run.json``: status, model facts, counts."""
+        """``run.json``: status, model facts, counts, and the SHA-256 of spec.yaml and
+        vocab.json as they are now (verified when they are read back: a damaged or
+        hand-edited spec must not pass for the run's own)."""
         if self.writer:
+            info = dict(info, sha256=_digests(self.path))
             write_json(self.path / RUN_FILE, json.loads(json.dumps(info, default=str)))
 
     # -- metrics.jsonl -------------------------------------------------------------------
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        if not self.writer:
-            return
-        clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in record.items()}
-        with open(self.path / METRICS_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(clean) + "\n")
+        if self.writer:
+            self.metrics.append(record)
 
-    def truncate_metrics(self, step: int) -> None:
-        """On resume: drop records written after the checkpoint at ``step`` (they will be
-        written again) and the old end record."""
-        path = self.path / METRICS_FILE
-        if not self.writer or not path.is_file():
-            return
-        keep = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("event") == "end":
-                continue
-            if int(rec.get("step", 0)) <= step:
-                keep.append(line)
-        atomic_write(path, "".join(k + "\n" for k in keep))
+    def metrics_state(self) -> dict[str, Any]:
+        """What a checkpoint records of metrics.jsonl (its length and digest)."""
+        return self.metrics.state()
+
+    def restore_metrics(self, state: dict[str, Any] | None, step: int) -> None:
+        """On resume: metrics.jsonl exactly as it was at the checkpoint (``state``) at
+        ``step``, plus the end records written since; a file damaged before that point is
+        a one-line error naming it."""
+        if self.writer:
+            self.metrics.restore(state, step)
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -140,11 +187,16 @@ class RunFolder:
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = read_bounded(path, SMALL_FILE_LIMIT, "run-folder JSON file")
+        _verify_recorded(path, data)
+        return json.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise TrainError(f"{path} is missing: is {path.parent} a run folder written by mgnn train?") from None
-    except ValueError as exc:
-        raise TrainError(f"{path} is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, too long, nested too deep
+        detail = "nested too deep" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise TrainError(f"{path} is not valid JSON ({detail})") from None
+    except OSError as exc:  # a device or FIFO put in its place, unreadable
+        raise TrainError(f"can't read {path}: {exc.strerror or exc}") from None
 
 
 def write_spec(path: str | os.PathLike, spec: Mapping[str, Any]) -> None:
@@ -158,11 +210,19 @@ def read_spec(run_dir: str | os.PathLike) -> dict[str, Any]:
 
     path = Path(run_dir) / SPEC_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_bounded(path, SMALL_FILE_LIMIT, "spec")
+        _verify_recorded(path, data)
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise TrainError(f"{run_dir} is not a run folder: it has no {SPEC_FILE} (mgnn train writes one)") from None
+    except UnicodeDecodeError as exc:
+        raise TrainError(f"{path} is not UTF-8 text (byte {exc.start}): the file is damaged") from None
+    except ValueError as exc:  # longer than any spec
+        raise TrainError(str(exc)) from None
+    except OSError as exc:
+        raise TrainError(f"can't read {path}: {exc.strerror or exc}") from None
     try:
-        spec = read_yaml(text, str(path))
+        spec = read_yaml(text, str(path))  # the guarded loader: node limit, no alias bombs, no tags
     except SpecError as exc:
         raise TrainError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(spec, dict):

@@ -39,6 +39,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -51,7 +52,11 @@ from ..tensor import Tensor, get_rng_state, manual_seed, set_rng_state
 from . import build, runs
 from .build import ModelInfo
 from .callbacks import CallbackList, CheckpointCadence, EarlyStopping, MetricsLog, NonFiniteStop
-from .checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, BestK, read_checkpoint, restore_weights,
+from ..memory import ModelSizes, check_fits, estimate_memory
+from ..runlock import RunLockedError, is_being_written, lock_run_dir, locked_error
+from .divergence import divergence_reason, trivial_baseline
+from .checkpoints import (CHECKPOINT_FORMAT, CheckpointFallbackWarning, CHECKPOINT_VERSION, BestK, read_checkpoint, read_run_checkpoint,
+                          restore_weights,
                           state_from_arrays, state_to_arrays)
 from .errors import TrainError
 from .finetune_hook import Base, effective_model_spec, load_base, prepare
@@ -99,6 +104,10 @@ class Trainer:
     evaluation), ``summary``.
     """
 
+    #: the base name of a fresh run folder, claimed (mkdir) when fit() starts writing;
+    #: None when the folder is given (or the trainer came from from_model/resume)
+    _fresh_base: Path | None = None
+
     #: What ``resume`` may change: how long to go on and how often to look, never what
     #: is trained or how (that would not be the same run any more).
     RESUME_OVERRIDABLE = ("train.steps", "train.epochs", "train.eval_every", "train.checkpoint_every",
@@ -115,9 +124,12 @@ class Trainer:
         self.parallel = parallel or SingleProcess()
         self._resuming = _resuming
         tc = spec.train
+        # an unnamed run gets a fresh folder, claimed (mkdir) when fit() starts writing
+        self._fresh_base: Path | None = None
         if run_dir is None:
             base = Path(spec.output.dir) / spec.output.name
             run_dir = base if (_resuming or self.dry_run is not None) else runs.unique_run_dir(base)
+            self._fresh_base = None if (_resuming or self.dry_run is not None) else base
         self.run_dir = Path(run_dir)
         self.folder = runs.RunFolder(self.run_dir, writer=self.dry_run is None and self.parallel.is_writer)
 
@@ -135,11 +147,14 @@ class Trainer:
             base_vocab = self.base.vocab
 
         # --- data; what depends on its task ---------------------------------------------
+        # what can be told before the data exists (sizes, train_size): refused before allocating
+        check_fits(estimate_memory(model_sizes(spec, {"output_size": 1, "task": "regression", "input_size": 1}, None)))
         self.data = build.build_data(spec.data, vocab=base_vocab)
         self.spec = fill_task_defaults(spec, self.data.task)
         self._setup_run_shape()
 
         # --- model (seeded: the same spec always starts from the same weights) ----------
+        check_fits(estimate_memory(model_sizes(self.spec, self.info, self.data)))  # before allocating any of it
         manual_seed(tc.seed)
         model = build.build_model(self.spec.model, self.info)
         self.strategy = None
@@ -213,7 +228,8 @@ class Trainer:
 
         # one hook list: yours first (they see a step before it is judged), then ours
         self.callbacks = CallbackList(callbacks)
-        for cb in (NonFiniteStop(), MetricsLog(self.log_every), self.early_stopping,
+        self._log_callback = MetricsLog(self.log_every)
+        for cb in (NonFiniteStop(), self._log_callback, self.early_stopping,
                    CheckpointCadence(self.checkpoint_every)):
             if cb is not None:
                 self.callbacks.append(cb)
@@ -229,6 +245,8 @@ class Trainer:
         self.stop_reason: str | None = None
         self.stop_request: tuple[str, str] | None = None
         self._eval_window: list[float] = []
+        self._metrics_state: dict[str, Any] | None = None
+        self._first_val: float | None = None
         self.elapsed = 0.0
         self.last_saved_step = -1
         self.summary: dict[str, Any] = {}
@@ -286,7 +304,12 @@ class Trainer:
         or change its cadences (see :attr:`RESUME_OVERRIDABLE`); the run's spec.yaml is
         updated to match when ``fit()`` trains on (a resume that has nothing left to do
         leaves the run as it was)."""
+        # Only the writing process locks (rank 0 of a multi-process run); the others read.
+        writer = parallel is None or parallel.is_writer
+        if writer and Path(run_dir).is_dir() and is_being_written(run_dir):  # say "locked", not "half-written"
+            raise locked_error(run_dir)
         run_dir = runs.check_run_dir(run_dir)
+        lock = lock_run_dir(run_dir) if writer else None  # before reading anything: no other writer may change it
         spec = runs.read_spec(run_dir)
         overrides = list(overrides)
         if overrides:
@@ -297,7 +320,11 @@ class Trainer:
         vocab_path = run_dir / runs.VOCAB_FILE
         vocab = runs.read_json(vocab_path) if vocab_path.is_file() else None  # even if the data changed since
         trainer = cls(spec, run_dir, callbacks, _resuming=True, _vocab=vocab, parallel=parallel)
-        trainer.load_checkpoint(ckpt_path)
+        trainer.folder = runs.RunFolder(trainer.run_dir, writer=trainer.folder.writer, lock=lock)
+        state, used, note = read_run_checkpoint(run_dir, "last", trainer.device)
+        if note is not None:  # last is damaged: continue from the previous verified checkpoint
+            warnings.warn(note, CheckpointFallbackWarning, stacklevel=2)
+        trainer._restore(state, used)
         trainer._spec_changed = bool(overrides)
         return trainer
 
@@ -416,6 +443,8 @@ class Trainer:
             self._eval_window = []
         results.update(self.validate())
         results["lr"] = self.lr
+        if self._first_val is None and isinstance(results.get("val_loss"), float):
+            self._first_val = results["val_loss"]
         self.last_eval = results
         self.history.append(results)
         if self._plateau and self.monitor in results:
@@ -445,6 +474,9 @@ class Trainer:
             "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None,
             "last_eval": {k: v for k, v in (self.last_eval or {}).items() if isinstance(v, (int, float, str))},
             "model_info": dict(self.info),
+            "metrics_log": self.folder.metrics_state(),
+            "windows": {"eval": list(self._eval_window), "log": self._log_callback.state_dict()},
+            "first_val_loss": self._first_val,
         }
         if self.strategy is not None:
             # Only what changed: the strategy's delta, plus any other trainable parameter
@@ -490,7 +522,17 @@ class Trainer:
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore everything :meth:`save_checkpoint` wrote (see :mod:`.checkpoints`)."""
-        state = read_checkpoint(path, self.device)
+        self._restore(read_checkpoint(path, self.device), Path(path))
+
+    def _restore(self, state: dict[str, Any], path: Path) -> None:
+        try:
+            self._restore_state(state)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            # a checkpoint that verifies but whose contents have the wrong shape: crafted,
+            # or written by something else
+            raise TrainError(f"{path}: its training state is malformed ({type(exc).__name__}: {exc})") from None
+
+    def _restore_state(self, state: dict[str, Any]) -> None:
         restore_weights(self.model, state, self.strategy)
         trainable = set(state.get("trainable") or [])
         if trainable:
@@ -520,6 +562,12 @@ class Trainer:
         self.last_eval = dict(state.get("last_eval") or {}) or None
         self.last_saved_step = self.step
         set_rng_state(state["rng"])
+        windows = state.get("windows") or {}  # the running means, so logs after a resume equal a straight run's
+        self._eval_window = [float(v) for v in windows.get("eval") or []]
+        if windows.get("log") is not None:
+            self._log_callback.load_state_dict(windows["log"])
+        self._metrics_state = state.get("metrics_log")
+        self._first_val = state.get("first_val_loss")
         self.status = "resumed"
 
     # ------------------------------------------------------------------ the run folder
@@ -535,15 +583,43 @@ class Trainer:
         }
         if self.stop_reason:
             info["reason"] = self.stop_reason
+        info["components"] = self._component_sources()
         self.folder.write_status(info)
+
+    def _component_sources(self) -> dict[str, Any]:
+        """Which distribution (and version) provided each named component of this run:
+        with a plugin installed later that claims one of the names, the record says what
+        this run was trained with."""
+        from .. import registry
+
+        named = [("cells", self.spec.model.cell.name), ("datasets", self.spec.data.name),
+                 ("optimizers", self.spec.optimizer.name)]
+        named += [("losses", self.spec.loss.name)] if self.spec.loss is not None else []
+        named += [("schedulers", self.spec.scheduler.name)] if self.spec.scheduler is not None else []
+        named += [("metrics", m) for m in self.spec.train.metrics]
+        out: dict[str, Any] = {}
+        for kind, name in named:
+            try:
+                e = registry.get_entry(kind, name)
+            except Exception:  # noqa: BLE001 - a record, never a reason to fail the run
+                continue
+            out.setdefault(kind, {})[e.name] = {"dist": e.dist, "version": e.version}
+        return out
 
     def _open_run_folder(self) -> None:
         if not self.folder.writer:
             return
+        if self._fresh_base is not None and not self._resuming:
+            # the name is claimed with mkdir: two runs started at once get two folders
+            path, lock = runs.claim_fresh_dir(self._fresh_base)
+            self.run_dir = path
+            self.folder = runs.RunFolder(path, writer=True, lock=lock)
+            self._fresh_base = None
+        self.folder.lock()
         if self._resuming:
+            self.folder.restore_metrics(self._metrics_state, self.step)
             if self._spec_changed:
                 self.folder.write_spec(self.spec)
-            self.folder.truncate_metrics(self.step)
         else:
             if self.folder.has_run():
                 raise TrainError(f"{self.run_dir} already holds a run: continue it with `mgnn resume "
@@ -562,7 +638,11 @@ class Trainer:
 
         ``handle_sigint``: Ctrl-C asks the run to stop after the current step and save a
         checkpoint (a second Ctrl-C interrupts at once)."""
-        self._open_run_folder()
+        try:
+            self._open_run_folder()
+        except BaseException:
+            self.folder.release()
+            raise
         previous = None
         if handle_sigint and threading.current_thread() is threading.main_thread():
             def on_sigint(signum: int, frame: Any) -> None:
@@ -573,13 +653,18 @@ class Trainer:
         try:
             return self._fit()
         except BaseException as exc:
-            self.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            self.stop_reason = f"{type(exc).__name__}: {exc}"
-            self._write_run_json(self.status)
+            if not isinstance(exc, RunLockedError):  # (another process's run: not ours to mark)
+                self.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                self.stop_reason = f"{type(exc).__name__}: {exc}"
+                try:
+                    self._write_run_json(self.status)
+                except OSError:  # a full disk refuses this too; readers see no lock holder
+                    pass
             raise
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+            self.folder.release()
 
     def _evaluation_due(self, end_of_epoch: bool) -> bool:
         if self.dry_run is not None:
@@ -636,7 +721,25 @@ class Trainer:
         self.elapsed = elapsed0 + time.perf_counter() - started
         return self._finish()
 
+    def _judge_divergence(self) -> None:
+        """A run that ends far above a do-nothing model, or far above its start, diverged."""
+        if self.status not in ("completed", "early_stopped") or not self.last_eval:
+            return
+        final = self.last_eval.get("val_loss")
+        if not isinstance(final, float):
+            return
+        val = getattr(getattr(self.data, "val", None), "ys", None)
+        loss_name = self.spec.loss.name if self.spec.loss is not None else None
+        baseline = trivial_baseline(self.task, loss_name, int(self.info["output_size"]), val)
+        lr = self.spec.optimizer.options.get("lr")
+        hint = (f"try a lower optimizer.lr (now {lr:g})" if isinstance(lr, (int, float)) else "try a lower optimizer.lr") \
+            + ("" if self.clip_norm else ", or set train.clip_grad_norm")
+        reason = divergence_reason(self._first_val, final, baseline, hint)
+        if reason is not None:
+            self.status, self.stop_reason = "diverged", reason
+
     def _finish(self) -> dict[str, Any]:
+        self._judge_divergence()
         if self.strategy is not None and self.finetune_report is not None:
             # What the strategy reports beyond the counts, as trained (AdaLoRA: the final
             # rank of every adapted weight, after its budget was reallocated).
@@ -657,6 +760,22 @@ class Trainer:
         self.summary = summary
         self.callbacks.on_end(self, summary)
         return summary
+
+
+def model_sizes(spec: ResolvedSpec, info: Mapping[str, Any], data: Any) -> ModelSizes:
+    """The sizes :func:`microgradnn.memory.estimate_memory` needs, from the resolved spec
+    and the data's facts."""
+    m, tc = spec.model, spec.train
+    seq_len = getattr(data, "seq_len", None) or spec.data.options.get("seq_len") or 1
+    train_size = spec.data.options.get("train_size") or 0
+    optimizer = spec.optimizer.name
+    return ModelSizes(hidden_size=m.hidden_size, output_size=int(info["output_size"]), batch_size=tc.batch_size,
+                      seq_len=int(seq_len), cell=m.cell.name, num_layers=m.num_layers, bidirectional=m.bidirectional,
+                      vocab_size=info.get("vocab_size"), embedding_dim=m.embedding_dim,
+                      input_size=info.get("input_size"), task=str(info["task"]),
+                      proj_size=int(m.cell.options.get("proj_size") or 0),
+                      train_size=int(train_size) if isinstance(train_size, int) else 0,
+                      optimizer_slots=2 if optimizer in ("adam", "adamw") else 1)
 
 
 def _resume_overrides(spec: dict[str, Any], overrides: list[str], allowed: tuple[str, ...]) -> ResolvedSpec:

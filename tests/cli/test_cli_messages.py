@@ -77,10 +77,10 @@ def test_resume_with_nothing_to_do_leaves_the_run_alone(tmp_path):
     spec = _spec(tmp_path)
     assert mgnn("train", spec, "--plain", cwd=tmp_path).returncode == 0
     run = tmp_path / "runs" / "tiny"
-    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.iterdir() if p.is_file()}
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.iterdir() if p.is_file() and p.name != ".lock"}  # (.lock: the writer lock's holder pid)
     proc = mgnn("resume", str(run), "train.steps=3", cwd=tmp_path)
     assert proc.returncode == 0 and "already ran all 4 steps" in proc.stdout, proc.stdout + proc.stderr
-    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.iterdir() if p.is_file()}
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
     assert after == before
 
 

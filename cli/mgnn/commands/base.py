@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from ..errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 
 __all__ = ["Command", "Parser", "console", "err", "is_override", "spec_and_overrides", "exit_for", "null_context",
            "display_options", "positive_int", "nonneg_int", "nonneg_float"]
@@ -124,7 +124,7 @@ def exit_for(summary: dict[str, Any], quiet: bool = False) -> int:
         return EXIT_FAILED
     if status == "diverged":
         err(f"mgnn: the run diverged: {summary['reason']}")
-        return EXIT_FAILED
+        return EXIT_DIVERGED
     if status == "interrupted":
         where = summary.get("run_dir")
         if where:

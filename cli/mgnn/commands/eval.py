@@ -59,7 +59,10 @@ class Eval(Command):
         result = evaluate(args.run_dir, data=path, options=options, split=args.split, checkpoint=args.checkpoint,
                           batch_size=args.batch_size)
         if args.json:
-            print(json.dumps(result))
+            from microgradnn.train.metrics_log import json_safe
+
+            # strict JSON: a non-finite loss is null, named under "nonfinite"
+            print(json.dumps(json_safe(result), allow_nan=False))
             return EXIT_OK
         t = Table(title=f"eval {args.run_dir}", box=box.ROUNDED, show_header=False, title_style="bold")
         t.add_column(style="bold cyan", no_wrap=True)

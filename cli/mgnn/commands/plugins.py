@@ -59,7 +59,11 @@ class Plugins(Command):
             for e in entries[kind]:
                 status = e.status if e.status != "failed" else f"[red]failed[/]: {e.error}"
                 if e.clash:
-                    status += f" [yellow](also claimed by {', '.join(e.clash)}: use {e.qualified_name})[/]"
+                    if registry.BUILTIN_DIST in e.clash:
+                        status += (f" [yellow](shadowed: the built-in {e.name!r} wins; use "
+                                   f"{e.qualified_name})[/]")
+                    else:
+                        status += f" [yellow](also claimed by {', '.join(e.clash)}: use {e.qualified_name})[/]"
                 t.add_row(e.name, e.dist, e.version, e.value, status)
             out.print(t)
         if failures:
