@@ -45,7 +45,24 @@ PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 TOKENIZE = ("chars", "words")
 
 
-class TokenVocab:
+class _JsonVocab:
+    """``save``/``load`` of a vocabulary as the JSON of its ``to_dict()`` (one copy for both kinds)."""
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Any:
+        p = Path(path)
+        if not p.is_file():
+            raise DataFileError(f"vocabulary file not found: {str(p)!r}")
+        try:
+            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{str(p)!r} is not valid JSON: {e}") from None
+
+
+class TokenVocab(_JsonVocab):
     """Characters or words <-> ids, with ``<pad> <bos> <eos> <unk>`` at ids 0-3."""
 
     pad_id, bos_id, eos_id, unk_id = PAD_ID, BOS_ID, EOS_ID, UNK_ID
@@ -104,21 +121,9 @@ class TokenVocab:
             raise DataError("a token vocabulary must be a dict like TokenVocab.to_dict(): {kind: tokens, tokenize, tokens: [...]}")
         return cls(d["tokens"], d.get("tokenize", "words"))
 
-    def save(self, path: str | os.PathLike) -> None:
-        atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "TokenVocab":
-        p = Path(path)
-        if not p.is_file():
-            raise DataFileError(f"vocabulary file not found: {str(p)!r}")
-        try:
-            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{str(p)!r} is not valid JSON: {e}") from None
 
 
-class PairVocab:
+class PairVocab(_JsonVocab):
     """The two vocabularies of a translation task, stored together as one JSON file (a
     run folder's ``vocab.json``): ``{"kind": "seq2seq", "source": {...}, "target": {...}}``."""
 
@@ -140,18 +145,6 @@ class PairVocab:
             raise DataError("a translation vocabulary must be a dict {kind: seq2seq, source: {...}, target: {...}}")
         return cls(TokenVocab.from_dict(d.get("source")), TokenVocab.from_dict(d.get("target")))
 
-    def save(self, path: str | os.PathLike) -> None:
-        atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "PairVocab":
-        p = Path(path)
-        if not p.is_file():
-            raise DataFileError(f"vocabulary file not found: {str(p)!r}")
-        try:
-            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{str(p)!r} is not valid JSON: {e}") from None
 
 
 def split_tokens(text: str, tokenize: str) -> list[str]:
