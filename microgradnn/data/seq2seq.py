@@ -36,6 +36,7 @@ import numpy as np
 from .base import IGNORE_INDEX, DataError, DataFileError, check_fraction, check_int
 from .sequences import SequenceData
 from .tabular import _missing_column, read_table
+from .vocab import as_vocab
 from ..fileio import atomic_write
 
 __all__ = ["TokenVocab", "PairVocab", "Seq2SeqBatch", "Seq2SeqData", "seq2seq", "SPECIALS"]
@@ -264,8 +265,8 @@ def seq2seq(path: str, source_column: str = "source", target_column: str = "targ
         pair = vocab if isinstance(vocab, PairVocab) else PairVocab.from_dict(vocab)
         src_vocab, tgt_vocab = pair.source, pair.target
     src_tok = source_tokenize or tokenize
-    sv = _vocab(src_vocab, owner) or TokenVocab.build((s for s, _ in train_rows), src_tok, min_freq)
-    tv = _vocab(tgt_vocab, owner) or TokenVocab.build((t for _, t in train_rows), tokenize, min_freq)
+    sv = as_vocab(src_vocab, owner, TokenVocab) or TokenVocab.build((s for s, _ in train_rows), src_tok, min_freq)
+    tv = as_vocab(tgt_vocab, owner, TokenVocab) or TokenVocab.build((t for _, t in train_rows), tokenize, min_freq)
 
     def encode(pairs: list[tuple[str, str]]) -> Pairs | None:
         keep = [(s, t, sv.encode(s), tv.encode(t)) for s, t in pairs]
@@ -281,11 +282,3 @@ def seq2seq(path: str, source_column: str = "source", target_column: str = "targ
                        info={"path": os.fspath(path), "tokenize": tokenize})
 
 
-def _vocab(value: Any, owner: str) -> TokenVocab | None:
-    if value is None or isinstance(value, TokenVocab):
-        return value
-    if isinstance(value, dict):
-        return TokenVocab.from_dict(value)
-    if isinstance(value, (str, os.PathLike)):
-        return TokenVocab.load(value)
-    raise DataError(f"{owner}: a vocabulary must be a TokenVocab, its to_dict() or a JSON path, got {type(value).__name__}")

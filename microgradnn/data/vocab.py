@@ -166,15 +166,18 @@ class Vocab:
             raise DataError(f"{str(path)!r} is not valid JSON: {e}") from None
 
 
-def as_vocab(value: Any, owner: str) -> Vocab | None:
-    """A ``vocab`` option as a Vocab: None, a Vocab, a ``to_dict()`` dict, or a JSON path."""
-    if value is None or isinstance(value, Vocab):
+def as_vocab(value: Any, owner: str, kind: type = Vocab) -> Any:
+    """A ``vocab`` option as a ``kind`` (a :class:`Vocab`, or any class with ``from_dict``
+    and ``load``): None, an instance, a ``to_dict()`` dict, or a JSON path."""
+    if value is None or isinstance(value, kind):
         return value
     if isinstance(value, dict):
-        return Vocab.from_dict(value)
+        return kind.from_dict(value)
     if isinstance(value, (str, os.PathLike)):
-        return Vocab.load(value)
-    raise DataError(f"{owner}: vocab must be a Vocab, a dict from Vocab.to_dict() or a path to its JSON, got {type(value).__name__}")
+        return kind.load(value)
+    name = kind.__name__
+    raise DataError(f"{owner}: vocab must be a {name}, a dict from {name}.to_dict() or a path to its JSON, "
+                    f"got {type(value).__name__}")
 
 
 def _codes(text: str) -> np.ndarray:
