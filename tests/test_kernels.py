@@ -153,3 +153,42 @@ def test_cases_are_not_degenerate():
         floats = [a for a in args if isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.size]
         assert floats or name == "embedding_backward", name  # its n=0 variant is empty on purpose
         assert all(np.count_nonzero(a) > 0 for a in floats), name
+
+
+def test_vectorised_float32_exp_is_within_one_ulp():
+    """The float32 exp the cross-entropy kernels use (Cephes' expf written for SIMD) against
+    float64 numpy over the whole range where e^x is a normal float32."""
+    from numba import njit
+
+    @njit
+    def exp_all(a, out):
+        for i in range(a.shape[0]):
+            out[i] = kernels_cpu._act_exp(a[i])
+
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.uniform(-87.3, 88.3, 200_000), rng.uniform(-1, 1, 50_000),
+                        [0.0, -1e-30, 1e-30, 1.0, -1.0, -87.3, 88.3]]).astype(np.float32)
+    got = np.empty_like(x)
+    exp_all(x, got)
+    want = np.exp(x.astype(np.float64))
+    ulps = np.abs(got.astype(np.float64) - want) / np.spacing(want.astype(np.float32)).astype(np.float64)
+    assert ulps.max() <= 1.0, f"max error {ulps.max():.2f} ulp at x = {x[ulps.argmax()]}"
+    assert got[x == 0.0][0] == 1.0
+    # below the float32 normal range the result stays a tiny non-negative number, never NaN or inf
+    exp_all(np.array([-200.0, -1e30, -np.inf], np.float32), tiny := np.empty(3, np.float32))
+    assert np.all(np.isfinite(tiny)) and np.all(tiny >= 0) and np.all(tiny < 2e-38)
+
+
+def test_cross_entropy_with_non_finite_logits_matches_torch():
+    """NaN and +-inf logits give torch's losses (NaN where torch has NaN), not a clamped number."""
+    import torch
+
+    import microgradnn as mg
+
+    x = np.random.default_rng(3).standard_normal((4, 5)).astype(np.float32)
+    x[1, 2], x[2, 3], x[3, 1] = np.nan, np.inf, -np.inf
+    t = np.array([0, 1, 2, 3])
+    got = mg.nn.functional.cross_entropy(mg.tensor(x), mg.tensor(t), reduction="none").array
+    want = torch.nn.functional.cross_entropy(torch.tensor(x), torch.tensor(t), reduction="none").numpy()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got[~np.isnan(want)], want[~np.isnan(want)], rtol=1e-6)

