@@ -33,7 +33,7 @@ from .errors import TrainError
 __all__ = [
     "SPEC_FILE", "RUN_FILE", "VOCAB_FILE", "METRICS_FILE", "CKPT_DIR", "INDEX_FILE", "LAST", "ADAPTER_FILE",
     "EXPORT_FILE", "RunFolder", "write_json", "read_json", "write_spec", "read_spec", "checkpoint_index",
-    "find_checkpoint", "check_run_dir", "unique_run_dir", "claim_fresh_dir", "save_file",
+    "find_checkpoint", "check_run_dir", "unique_run_dir", "claim_fresh_dir", "save_file", "recorded_components",
 ]
 
 
@@ -228,6 +228,62 @@ def read_spec(run_dir: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise TrainError(f"{path} does not hold a spec mapping")
     return spec
+
+
+def recorded_components(run_dir: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """Which distribution provided each component of the run, as ``run.json`` recorded it
+    (``{kind: {name: dist}}``, what :func:`microgradnn.registry.pinned` takes), each one
+    checked against what is installed now.
+
+    Resume, eval, generate and export resolve the run's components under these pins, so a
+    plugin installed since that claims one of the names can't take it over, and one
+    removed since is said out loud: a :class:`TrainError` naming ``run.json``, the
+    component, the distribution it came from and what to install. A folder written before
+    the record existed (or without run.json) gives ``{}``: its names resolve as always."""
+    from .. import registry
+
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        return {}
+    info = read_json(path)
+    record = info.get("components") if isinstance(info, dict) else None
+    if record is None:
+        return {}
+    shape = 'a mapping {kind: {name: {"dist": ..., "version": ...}}}'
+    if not isinstance(record, dict):
+        raise TrainError(f"{path}: \"components\" must be {shape}, got {type(record).__name__}")
+    pins: dict[str, dict[str, str]] = {}
+    for kind, named in record.items():
+        if kind not in registry.KINDS or not isinstance(named, dict):
+            raise TrainError(f"{path}: components.{kind} is not a record of {shape} (kinds are "
+                             f"{', '.join(registry.KINDS)})")
+        for name, source in named.items():
+            dist = source.get("dist") if isinstance(source, dict) else None
+            if not name or ":" in name or not isinstance(dist, str) or not dist:
+                raise TrainError(f"{path}: components.{kind}.{name} is not a record of {shape}")
+            try:
+                registry.resolve(kind, name, dist)
+            except registry.NotProvidedError as exc:
+                version = str(source.get("version") or "")
+                raise TrainError(f"{path}: components.{kind}.{name} was provided by distribution '{dist}'"
+                                 + (f" {version}" if version else "") + f", but {exc.reason}; "
+                                 + _install_hint(kind, name, dist, version) + " (the run resolves its components "
+                                 "from the distributions it was trained with)") from None
+            pins.setdefault(kind, {})[name] = dist
+    return pins
+
+
+def _install_hint(kind: str, name: str, dist: str, version: str) -> str:
+    """What to do to use a run whose component came from ``dist``, which is gone."""
+    from .. import registry
+
+    if dist == registry.IN_PROCESS:
+        return (f"register it again in this process (microgradnn.registry.register({kind!r}, {name!r}, ...)) "
+                "before using the run")
+    known = registry.known_plugin_hint(kind, name)  # one of the project's example plugins?
+    if f"'{dist}'" in known and ": " in known:
+        return "install it again: " + known.rsplit(": ", 1)[1]
+    return "install it again: pip install " + (f"'{dist}=={version}'" if version else dist)
 
 
 def check_run_dir(run_dir: str | os.PathLike) -> Path:
