@@ -671,7 +671,7 @@ class Trainer:
                 self.stop_reason = f"{type(exc).__name__}: {exc}"
                 try:
                     self._write_run_json(self.status)
-                except OSError:  # a full disk refuses this too; readers see no lock holder
+                except (OSError, runs.RunFileError):  # a disk that refuses even that; readers see no lock holder
                     pass
             raise
         finally:
