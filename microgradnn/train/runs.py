@@ -324,7 +324,7 @@ def recorded_components(run_dir: str | os.PathLike) -> dict[str, dict[str, str]]
                              f"{', '.join(registry.KINDS)})")
         for name, source in named.items():
             dist = source.get("dist") if isinstance(source, dict) else None
-            if not name or ":" in name or not isinstance(dist, str) or not dist:
+            if not name or not isinstance(dist, str) or not dist:
                 raise TrainError(f"{path}: components.{kind}.{name} is not a record of {shape}")
             try:
                 registry.resolve(kind, name, dist)
@@ -334,7 +334,7 @@ def recorded_components(run_dir: str | os.PathLike) -> dict[str, dict[str, str]]
                                  + (f" {version}" if version else "") + f", but {exc.reason}; "
                                  + _install_hint(kind, name, dist, version) + " (the run resolves its components "
                                  "from the distributions it was trained with)") from None
-            pins.setdefault(kind, {})[name] = dist
+            pins.setdefault(kind, {})[name] = dist  # ("dist:name" spellings pick their dist themselves)
     return pins
 
 

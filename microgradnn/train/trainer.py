@@ -612,7 +612,7 @@ class Trainer:
                 e = registry.get_entry(kind, name)  # (in fit: under the resumed run's pins)
             except Exception:  # noqa: BLE001 - a record, never a reason to fail the run
                 continue
-            out.setdefault(kind, {})[e.name] = {"dist": e.dist, "version": e.version}
+            out.setdefault(kind, {})[name] = {"dist": e.dist, "version": e.version}  # as the spec spells it
         return out
 
     def _open_run_folder(self) -> None:

@@ -86,17 +86,20 @@ def write_fake_dist(root: Path, dist: str, version: str, module: str, source: st
     return root
 
 
-#: a plugin optimizer ``pinopt`` (plain SGD); and an impostor claiming ``pinopt`` and
+#: a plugin optimizer ``pinopt`` (plain SGD) and a cell claiming the built-in ``lstm`` (a GRU,
+#: reachable only as ``mgnn-pin-a:lstm``); and an impostor claiming ``pinopt`` and
 #: ``adam`` whose objects refuse to be used, so a test sees at once who was picked
-PIN_A = "import microgradnn as mg\n\nclass PinOpt(mg.optim.SGD):\n    ORIGIN = 'mgnn-pin-a'\n"
+PIN_A = ("import microgradnn as mg\nfrom microgradnn.nn.rnn import GRUCell\n\nclass PinOpt(mg.optim.SGD):\n"
+         "    ORIGIN = 'mgnn-pin-a'\n\nclass LSTMCell(GRUCell):\n    ORIGIN = 'mgnn-pin-a'\n")
 PIN_IMPOSTOR = ("import microgradnn as mg\n\nclass PinOpt(mg.optim.SGD):\n    def __init__(self, params, lr=0.1):\n"
                 "        raise RuntimeError('the impostor was used')\n\nAdam = PinOpt\n")
 
 
 def pin_plugins(folder: Path) -> tuple[Path, Path]:
-    """Two plugin folders for sys.path / PYTHONPATH: mgnn-pin-a (``pinopt``) and
+    """Two plugin folders for sys.path / PYTHONPATH: mgnn-pin-a (``pinopt``, ``lstm``) and
     mgnn-impostor (``pinopt`` and ``adam``)."""
-    a = write_fake_dist(folder / "a", "mgnn-pin-a", "0.1", "mgnn_pin_a", PIN_A, {"optimizers": {"pinopt": "PinOpt"}})
+    a = write_fake_dist(folder / "a", "mgnn-pin-a", "0.1", "mgnn_pin_a", PIN_A,
+                        {"optimizers": {"pinopt": "PinOpt"}, "cells": {"lstm": "LSTMCell"}})
     b = write_fake_dist(folder / "impostor", "mgnn-impostor", "0.3", "mgnn_impostor", PIN_IMPOSTOR,
                         {"optimizers": {"pinopt": "PinOpt", "adam": "Adam"}})
     return a, b

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,8 @@ import microgradnn as mg
 from microgradnn import registry
 from microgradnn.train import Trainer, TrainError, evaluate, export, generate, load_run
 from tests.train._util import base_spec, charlm_data, pin_plugins, weights, with_, write_corpus
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -141,3 +144,26 @@ def test_a_damaged_components_record_is_one_line_naming_run_json(spec, tmp_path)
         with pytest.raises(TrainError) as exc:
             evaluate(run)
         assert str(run / "run.json") in str(exc.value) and words in str(exc.value), str(exc.value)
+
+
+def test_one_short_name_from_two_distributions_in_one_run_resolves_each_as_spelt(plugins, tmp_path):
+    # the encoder is the built-in "lstm", the decoder the plugin's "mgnn-pin-a:lstm" (a GRU):
+    # the record is keyed by the spelling, so the plugin's entry can't capture the bare name
+    from microgradnn.spec import load_spec
+
+    plugins("a")
+    rows = (ROOT / "examples" / "data" / "number_words_en_fr.tsv").read_text().splitlines()[:80]
+    (tmp_path / "pairs.tsv").write_text("\n".join(rows) + "\n")
+    spec = load_spec(ROOT / "examples" / "number_words_attention.yaml",
+                     [f"data.path={tmp_path / 'pairs.tsv'}", "model.decoder_cell=mgnn-pin-a:lstm", "train.steps=2",
+                      "train.epochs=null", "model.hidden_size=8", "model.embedding_dim=8", f"output.dir={tmp_path}"])
+    run = tmp_path / "s2s"
+    Trainer(spec, run).fit()
+    cells = json.loads((run / "run.json").read_text())["components"]["cells"]
+    assert cells == {"lstm": {"dist": "microgradnn", "version": mg.__version__},
+                     "mgnn-pin-a:lstm": {"dist": "mgnn-pin-a", "version": "0.1"}}
+    model = load_run(run, "last").model
+    assert type(model.encoder) is mg.nn.LSTM  # the built-in, not the plugin's cell the record also names
+    assert model.decoder[0].ORIGIN == "mgnn-pin-a"
+    trainer = Trainer.resume(run, overrides=["train.steps=3"])  # and so does a resume
+    assert type(trainer.model.encoder) is mg.nn.LSTM and trainer.model.decoder[0].ORIGIN == "mgnn-pin-a"
