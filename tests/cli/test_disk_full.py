@@ -70,15 +70,16 @@ def _train_limited(work: Path, spec: str, run: str, limit: int) -> subprocess.Co
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
-    return subprocess.run([sys.executable, "-m", "mgnn", "train", f"{spec}.yaml", "--plain", "--run-dir", f"runs/{run}"],
-                          cwd=work, env=env(), capture_output=True, text=True, timeout=300, preexec_fn=full_disk)
+    argv = ["train", f"{spec}.yaml", "--plain", "--run-dir", f"runs/{run}"]
+    return subprocess.run([sys.executable, "-m", "mgnn", *argv], cwd=work, env=env(), capture_output=True, text=True, timeout=300, preexec_fn=full_disk)
 
 
 def _limit(case: str, refs: dict) -> tuple[str, int, str]:
     """(spec, file-size limit, the file the error must name) of each case."""
     (_, tiny), (long_run, long) = refs["tiny"], refs["long"]
     if case == "second-checkpoint":  # the first checkpoint fits, the next (larger) one does not
-        bigger = next(s for s in tiny if s > tiny[0])
+        bigger = next((s for s in tiny if s > tiny[0]), None)
+        assert bigger is not None, f"every checkpoint has the first one's size: {tiny}"
         return "tiny", (tiny[0] + bigger) // 2, ".safetensors"
     if case == "largest-checkpoint":  # several checkpoints fit, the first of the largest does not
         assert tiny.index(max(tiny)) > 1, tiny

@@ -109,7 +109,8 @@ def test_a_run_whose_plugin_was_removed_says_so_in_one_line(plugins, spec, tmp_p
     _train(spec, run, steps=3)
     plugins("impostor")  # mgnn-pin-a is gone; another distribution offers a "pinopt"
     calls = {"resume": lambda: Trainer.resume(run, overrides=["train.steps=6"]), "eval": lambda: evaluate(run),
-             "generate": lambda: generate(run, length=3), "load_run": lambda: load_run(run), "export": lambda: export(run)}
+             "generate": lambda: generate(run, length=3), "load_run": lambda: load_run(run),
+             "export": lambda: export(run)}
     for what, call in calls.items():
         with pytest.raises(TrainError) as exc:
             call()
@@ -138,8 +139,8 @@ def test_a_damaged_components_record_is_one_line_naming_run_json(spec, tmp_path)
     run = tmp_path / "runs" / "damaged"
     _train(with_(spec, optimizer={"name": "adam", "lr": 0.01}), run, steps=3)
     info = json.loads((run / "run.json").read_text())
-    for bad, words in (([], '"components" must be'), ({"optimizers": {"adam": "microgradnn"}}, "components.optimizers.adam"),
-                       ({"gadgets": {}}, "components.gadgets")):
+    for bad, words in (([], '"components" must be'), ({"gadgets": {}}, "components.gadgets"),
+                       ({"optimizers": {"adam": "microgradnn"}}, "components.optimizers.adam")):
         (run / "run.json").write_text(json.dumps(dict(info, components=bad)))
         with pytest.raises(TrainError) as exc:
             evaluate(run)
