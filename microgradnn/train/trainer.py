@@ -315,6 +315,17 @@ class Trainer:
             raise locked_error(run_dir)
         run_dir = runs.check_run_dir(run_dir)
         lock = lock_run_dir(run_dir) if writer else None  # before reading anything: no other writer may change it
+        try:
+            return cls._restore_run(run_dir, lock, callbacks, overrides, parallel)
+        except BaseException:
+            if lock is not None:  # a resume that failed leaves the folder free for the next try
+                lock.release()
+            raise
+
+    @classmethod
+    def _restore_run(cls, run_dir: Path, lock: Any, callbacks: Iterable[Any], overrides: Iterable[str],
+                     parallel: Any) -> "Trainer":
+        """:meth:`resume` once the folder is locked (``lock``: None on a reading process)."""
         spec = runs.read_spec(run_dir)
         pins = runs.recorded_components(run_dir)  # each name from the distribution that provided it
         with registry.pinned(pins):

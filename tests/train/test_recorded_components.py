@@ -18,7 +18,7 @@ import pytest
 import microgradnn as mg
 from microgradnn import registry
 from microgradnn.train import Trainer, TrainError, evaluate, export, generate, load_run
-from tests.train._util import base_spec, charlm_data, pin_plugins, weights, with_, write_corpus
+from tests.train._util import base_spec, charlm_data, pin_plugins, weights, with_, write_corpus, write_fake_dist
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,6 +122,18 @@ def test_a_run_whose_plugin_was_removed_says_so_in_one_line(plugins, spec, tmp_p
     plugins()  # nobody provides it at all: the same message, without the other provider
     with pytest.raises(TrainError, match=r"components\.optimizers\.pinopt was provided by distribution 'mgnn-pin-a'"):
         evaluate(run)
+    # a later mgnn-pin-a that dropped "pinopt": installed, but no longer providing it
+    later = write_fake_dist(tmp_path / "later", "mgnn-pin-a", "0.2", "mgnn_pin_a_later", "", {"losses": {}})
+    sys.path.insert(0, str(later))
+    try:
+        registry.cache_clear()
+        with pytest.raises(TrainError) as exc:
+            Trainer.resume(run, overrides=["train.steps=6"])
+        assert "'mgnn-pin-a' 0.2 does not provide it" in str(exc.value), str(exc.value)
+        assert "pip install 'mgnn-pin-a==0.1'" in str(exc.value), str(exc.value)
+    finally:
+        sys.path.remove(str(later))
+        registry.cache_clear()
 
 
 def test_a_recorded_built_in_stays_the_built_in(plugins, spec, tmp_path):
