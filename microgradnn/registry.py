@@ -28,6 +28,11 @@ How it behaves, and why:
   built-in: ``lstm`` is always microgradnn's, the plugin's is ``"its-dist:lstm"``.
 * **A plugin's import can't end the process**: ``SystemExit`` and ``KeyboardInterrupt``
   raised while importing it are caught and reported like any other import failure.
+* **A run resolves the same way later.** :func:`resolve` with ``dist`` (or, for a block
+  of code, :func:`pinned`) takes a name from one distribution only: a run folder records
+  which distribution provided each of its components, and resuming or evaluating it
+  pins those, so a plugin installed (or removed) since can't silently change what a
+  name means for it.
 * **Typos get a did-you-mean** (``difflib``), as everywhere in microgradnn.
 
 What each kind's object is, how it is called and what it must offer is its contract,
@@ -38,6 +43,8 @@ is reported once, with its distribution's name, instead of crashing a run later.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 import importlib
 import importlib.metadata as metadata
@@ -46,13 +53,13 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, Mapping
 
 from . import contracts
 
 __all__ = [
-    "KINDS", "GROUP_PREFIX", "Entry", "Failure", "RegistryError", "PluginWarning",
-    "get", "get_entry", "names", "entries", "failures", "load_all",
+    "KINDS", "GROUP_PREFIX", "Entry", "Failure", "RegistryError", "NotProvidedError", "PluginWarning",
+    "get", "get_entry", "resolve", "pinned", "installed_version", "names", "entries", "failures", "load_all",
     "register", "unregister", "cache_clear", "group", "suggest", "singular", "known_plugin_hint",
 ]
 
@@ -69,6 +76,16 @@ IN_PROCESS = "<in-process>"
 
 class RegistryError(LookupError):
     """An unknown, ambiguous or broken component name. The message says which, and what to do."""
+
+
+class NotProvidedError(RegistryError):
+    """A component asked for from one distribution that does not provide it (not installed,
+    or installed without that name). ``installed`` is that distribution's installed
+    version, or None when it is not installed at all; ``reason`` says it in words."""
+
+    def __init__(self, kind: str, name: str, dist: str, installed: str | None, reason: str) -> None:
+        super().__init__(f"{singular(kind)} '{name}': {reason}")
+        self.kind, self.name, self.dist, self.installed, self.reason = kind, name, dist, installed, reason
 
 
 class PluginWarning(UserWarning):
@@ -276,11 +293,59 @@ def _callable_error(kind: str, obj: Any) -> str | None:
 # ----------------------------------------------------------------------------- lookup
 
 
-def _find(kind: str, name: str) -> Entry:
+#: Within a :func:`pinned` block: {kind: {name: dist}}, the distribution each plain name
+#: resolves to (a context variable: scoped to the block, and to its thread or task).
+_pins: contextvars.ContextVar[Mapping[str, Mapping[str, str]] | None] = contextvars.ContextVar(
+    "microgradnn_registry_pins", default=None)
+
+
+@contextlib.contextmanager
+def pinned(pins: Mapping[str, Mapping[str, str]]) -> Iterator[None]:
+    """Within the block, a plain ``name`` of ``kind`` listed in ``pins[kind]`` resolves only
+    to the distribution given there (as ``resolve(kind, name, dist)`` would); names not
+    listed, and ``"dist:name"`` spellings, resolve as always. Blocks nest: the inner
+    pins replace the outer ones until the inner block ends.
+
+    What a run folder uses so that a run resolves its components the same way later::
+
+        with registry.pinned({"cells": {"indrnn": "mgnn-indrnn"}}):
+            registry.get("cells", "indrnn")   # mgnn-indrnn's, whoever else claims it now
+    """
+    token = _pins.set({kind: dict(named) for kind, named in pins.items()})
+    try:
+        yield
+    finally:
+        _pins.reset(token)
+
+
+def installed_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist`` (None when it is not installed)."""
+    if _normalize(dist) == _normalize(IN_PROCESS):
+        return None
+    try:
+        return metadata.version(dist)
+    except Exception:  # noqa: BLE001 - not installed, or unreadable metadata: not usable either way
+        return None
+
+
+def resolve(kind: str, name: str, dist: str | None = None) -> Entry:
+    """The :class:`Entry` that ``name`` means in ``kind`` (metadata only: nothing imported).
+
+    The one rule, in order:
+
+    1. ``dist`` given: that distribution's entry of ``name``, or :class:`NotProvidedError`;
+    2. ``"dist:name"``: the same (an unknown short name gets a did-you-mean);
+    3. a plain name pinned by an enclosing :func:`pinned` block: as 1 with the pinned dist;
+    4. the one entry claiming the name; a built-in over any plugin (a plugin never shadows
+       a built-in); two plugins and no built-in: an error naming both spellings."""
     if not isinstance(name, str) or not name:
         raise RegistryError(f"a {kind[:-1] if kind.endswith('s') else kind} name must be a non-empty string, "
                             f"got {name!r}")
     items = _all(kind)
+    if dist is None and ":" not in name:
+        dist = ((_pins.get() or {}).get(kind) or {}).get(name)
+    if dist is not None:
+        return _from_dist(kind, name, dist, items)
     if ":" in name:
         dist, _, short = name.partition(":")
         matches = [e for e in items if e.name == short and _normalize(e.dist) == _normalize(dist)]
@@ -304,6 +369,22 @@ def _find(kind: str, name: str) -> Entry:
     known = sorted({e.name for e in items})
     raise RegistryError(f"unknown {singular(kind)} '{name}'" + _did_you_mean(name, known)
                         + (f" (known: {', '.join(known)})" if known else f" (no {kind} are registered)"))
+
+
+def _from_dist(kind: str, name: str, dist: str, items: list[Entry]) -> Entry:
+    """``dist``'s entry of ``name``, or :class:`NotProvidedError` saying what is there instead."""
+    short = name.partition(":")[2] if ":" in name else name
+    matches = [e for e in items if e.name == short and _normalize(e.dist) == _normalize(dist)]
+    if matches:
+        return matches[-1]
+    installed = installed_version(dist)
+    if installed is None and any(_normalize(e.dist) == _normalize(dist) for k in KINDS for e in _all(k)):
+        installed = ""  # registered (in-process, or a source checkout) though without metadata
+    owners = [e.qualified_name for e in items if e.name == short]
+    where = (f"distribution '{dist}' is not installed" if installed is None
+             else f"distribution '{dist}'" + (f" {installed}" if installed else "") + f" does not provide it")
+    raise NotProvidedError(kind, short, dist, installed,
+                           where + (f" (now provided by {', '.join(owners)})" if owners else ""))
 
 
 def singular(kind: str) -> str:
@@ -345,18 +426,19 @@ def _failure_of(entry: Entry) -> Failure:
 # ----------------------------------------------------------------------------- public API
 
 
-def get(kind: str, name: str) -> Any:
+def get(kind: str, name: str, dist: str | None = None) -> Any:
     """The component registered as ``name`` in ``kind``, importing only its module.
 
-    ``name`` may be ``"dist:name"`` to choose between two distributions that claim it.
-    Raises :class:`RegistryError` for an unknown name (with a did-you-mean), a clash, or
-    a plugin that failed to load."""
-    return _load(_find(kind, name))
+    ``name`` may be ``"dist:name"`` (or ``dist`` given) to choose between two distributions
+    that claim it; which entry a name means is :func:`resolve`'s rule. Raises
+    :class:`RegistryError` for an unknown name (with a did-you-mean), a clash, or a plugin
+    that failed to load."""
+    return _load(resolve(kind, name, dist))
 
 
-def get_entry(kind: str, name: str) -> Entry:
-    """The :class:`Entry` for ``name`` (metadata only; nothing is imported)."""
-    return _find(kind, name)
+def get_entry(kind: str, name: str, dist: str | None = None) -> Entry:
+    """The :class:`Entry` for ``name`` (metadata only; nothing is imported): :func:`resolve`."""
+    return resolve(kind, name, dist)
 
 
 def known_plugin_hint(kind: str, name: str) -> str:

@@ -126,3 +126,20 @@ def test_claim_takes_an_empty_folder_and_skips_used_ones(tmp_path):
     path3, lock3 = claim_fresh_dir(base)
     assert path3 == tmp_path / "r-2"  # r-2 is empty again (only its lock file) and unlocked
     lock3.release()
+
+
+def test_a_resume_that_fails_lets_the_lock_go(tmp_path):
+    # (it used to keep the folder locked by this very process: fixing the cause and resuming
+    # again in the same process, a notebook say, was refused as "being written by process <self>")
+    from microgradnn.train import Trainer, TrainError
+    from tests.train._util import base_spec, charlm_data, write_corpus
+
+    run = tmp_path / "run"
+    assert Trainer(base_spec(tmp_path, charlm_data(write_corpus(tmp_path)), steps=2), run).fit()["status"] == "completed"
+    last = run / "checkpoints" / "last.safetensors"
+    last.rename(tmp_path / "aside")
+    with pytest.raises(TrainError, match="no checkpoint to resume from"):
+        Trainer.resume(run)
+    assert not is_being_written(run)
+    (tmp_path / "aside").rename(last)
+    assert Trainer.resume(run, overrides=["train.steps=3"]).fit()["step"] == 3

@@ -8,6 +8,7 @@ holds only what changed, so its base is loaded first and the strategy applied on
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -44,6 +45,19 @@ class LoadedRun:
         return self.info["task"]
 
 
+def _as_recorded(fn: Any) -> Any:
+    """``fn(run_dir, ...)`` with the run's components resolved from the distributions its
+    run.json recorded (:func:`~microgradnn.train.runs.recorded_components`): a plugin
+    installed since can't take over one of its names, and one removed since is one line."""
+
+    @functools.wraps(fn)
+    def wrapper(run_dir: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        with registry.pinned(runs.recorded_components(runs.check_run_dir(run_dir))):
+            return fn(run_dir, *args, **kwargs)
+
+    return wrapper
+
+
 def _vocab_object(d: Any) -> Any:
     if d is None:
         return None
@@ -61,6 +75,7 @@ def _stored_normalizer(run_dir: Path) -> Any:
     return (runs.read_json(run_dir / runs.RUN_FILE).get("data") or {}).get("normalizer")
 
 
+@_as_recorded
 def load_run(run_dir: str | os.PathLike, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
     """The model of a run folder, from its best (default) or last checkpoint, or a file."""
     run_dir = runs.check_run_dir(run_dir)
@@ -125,6 +140,7 @@ def _data_spec(spec: ResolvedSpec, data: Any, options: dict[str, Any] | None = N
     return Component.of({"name": name, **opts})
 
 
+@_as_recorded
 def evaluate(run_dir: str | os.PathLike, data: Any = None, *, options: dict[str, Any] | None = None,
              split: str | None = None, checkpoint: str = "best", batch_size: int | None = None,
              device: str = "cpu") -> dict[str, Any]:
@@ -193,6 +209,7 @@ def _task_scores(run: LoadedRun, dm: Any, split: str, batch_size: int) -> dict[s
 # ----------------------------------------------------------------------------- seq2seq and forecast runs
 
 
+@_as_recorded
 def translate(run_dir: str | os.PathLike, sources: list[str], *, checkpoint: str = "best",
               beam_size: int | None = None, max_len: int | None = None, attention: bool = False) -> list[dict[str, Any]]:
     """Translations of ``sources`` by a seq2seq run (decoding options default to the
@@ -209,6 +226,7 @@ def translate(run_dir: str | os.PathLike, sources: list[str], *, checkpoint: str
                          alpha=m.length_penalty, attention=attention)
 
 
+@_as_recorded
 def forecast_report(run_dir: str | os.PathLike, png: str | os.PathLike | None = None, *,
                     checkpoint: str = "best") -> dict[str, Any]:
     """A forecast run's forecast of its last validation window beside the truth and the
@@ -256,6 +274,7 @@ def _sample(logits: np.ndarray, temperature: float, top_k: int | None, rng: np.r
     return int(rng.choice(p.size, p=p))
 
 
+@_as_recorded
 def generate(run_dir: str | os.PathLike, prompt: str = "\n", length: int = 200, temperature: float = 1.0,
              top_k: int | None = None, *, seed: int | None = 0, checkpoint: str = "best",
              device: str = "cpu", stream: Any = None) -> str:
@@ -337,6 +356,7 @@ def _step_sampler(run: LoadedRun, state: Any) -> Any:
 # ----------------------------------------------------------------------------- export
 
 
+@_as_recorded
 def export(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, checkpoint: str = "best") -> Path:
     """A standalone checkpoint of a run's model: for a fine-tune run the strategy's update
     is merged into plain weights (LoRA, IA3 ...; a strategy that can't be merged says so).

@@ -107,7 +107,8 @@ class MetricsFile:
                 except OSError:
                     pass
                 raise RunFileError(f"can't append to {self.path}: {exc.strerror or exc}; the log ends at its last "
-                                   "whole record and the run can be resumed from its last checkpoint") from None
+                                   "whole record and the run can be resumed from its last checkpoint "
+                                   "(if it wrote one)") from None
         finally:
             os.close(fd)
         self._count += 1

@@ -13,18 +13,19 @@ atomically (temporary file + rename), so a crash never leaves half a file behind
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from .. import runfolder
 from ..checkpoint import save as mg_save
 from ..fileio import atomic_write, read_bounded
 from ..runlock import RunLock, claim_fresh_dir, lock_run_dir
-from .metrics_log import MetricsFile
+from .metrics_log import MetricsFile, RunFileError
 from ..runfolder import (ADAPTER_FILE, CKPT_DIR, EXPORT_FILE, INDEX_FILE, LAST, METRICS_FILE, RUN_FILE, SPEC_FILE,
                          VOCAB_FILE, RunFolderError)
 from ..spec import dump_spec
@@ -33,7 +34,7 @@ from .errors import TrainError
 __all__ = [
     "SPEC_FILE", "RUN_FILE", "VOCAB_FILE", "METRICS_FILE", "CKPT_DIR", "INDEX_FILE", "LAST", "ADAPTER_FILE",
     "EXPORT_FILE", "RunFolder", "write_json", "read_json", "write_spec", "read_spec", "checkpoint_index",
-    "find_checkpoint", "check_run_dir", "unique_run_dir", "claim_fresh_dir", "save_file",
+    "find_checkpoint", "check_run_dir", "unique_run_dir", "claim_fresh_dir", "save_file", "recorded_components",
 ]
 
 
@@ -73,6 +74,55 @@ def _verify_recorded(path: Path, data: bytes) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write(Path(path), json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=True) + "\n")
+
+
+def _write_error(path: Path, exc: OSError) -> RunFileError:
+    return RunFileError(f"can't write {path}: {exc.strerror or exc}; the previous {path.name}, if any, is "
+                        "unchanged (free some space, then resume the run if it has a checkpoint)")
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A write of a whole run-folder file that the disk (or a file-size limit) refuses is
+    one line naming the file: the atomic write left the previous file as it was."""
+    try:
+        yield
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+
+
+def _rewrite_in_place(path: Path, info: dict[str, Any]) -> bool:
+    """Last resort for ``run.json`` on a full disk, where even a small new file can't be
+    written: overwrite the existing file's own bytes with ``info`` as compact JSON padded
+    with spaces (which JSON ignores), its ``reason`` shortened (or dropped) to fit, so its
+    status still tells the truth. Writing inside a file's length needs no new space.
+    Returns whether it was written."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+
+    def compact(d: dict[str, Any]) -> bytes:
+        return json.dumps(d, ensure_ascii=False, allow_nan=True, separators=(",", ":")).encode("utf-8")
+
+    data = compact(info)
+    reason = str(info.get("reason") or "")
+    while len(data) >= size and reason:  # shorten the reason until the record fits
+        reason = reason[: max(0, len(reason) - (len(data) - size + 1))]
+        data = compact(dict(info, reason=reason) if reason else {k: v for k, v in info.items() if k != "reason"})
+    if len(data) >= size:
+        return False
+    data += b" " * (size - len(data) - 1) + b"\n"
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, data, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    return True
 
 
 def save_file(payload: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -120,25 +170,39 @@ class RunFolder:
         if not self.writer:
             return
         self.checkpoints.mkdir(parents=True, exist_ok=True)
-        self.metrics.start()  # records of an attempt that died before its first checkpoint go
+        with _writing(self.path / METRICS_FILE):
+            self.metrics.start()  # records of an attempt that died before its first checkpoint go
         self.write_spec(spec)
         if vocab is not None:
-            if hasattr(vocab, "save"):
-                vocab.save(self.path / VOCAB_FILE)
-            else:
-                write_json(self.path / VOCAB_FILE, {"kind": "char", "itos": list(vocab.itos)})
+            with _writing(self.path / VOCAB_FILE):
+                if hasattr(vocab, "save"):
+                    vocab.save(self.path / VOCAB_FILE)
+                else:
+                    write_json(self.path / VOCAB_FILE, {"kind": "char", "itos": list(vocab.itos)})
 
     def write_spec(self, spec: Mapping[str, Any]) -> None:
         if self.writer:
-            dump_spec(spec, self.path / SPEC_FILE)
+            with _writing(self.path / SPEC_FILE):
+                dump_spec(spec, self.path / SPEC_FILE)
 
     def write_status(self, info: dict[str, Any]) -> None:
         """``run.json``: status, model facts, counts, and the SHA-256 of spec.yaml and
         vocab.json as they are now (verified when they are read back: a damaged or
-        hand-edited spec must not pass for the run's own)."""
-        if self.writer:
-            info = dict(info, sha256=_digests(self.path))
-            write_json(self.path / RUN_FILE, json.loads(json.dumps(info, default=str)))
+        hand-edited spec must not pass for the run's own).
+
+        On a full disk a final status (failed, interrupted, ...) is still written: over the
+        old file's own bytes, compactly, if the atomic write is refused (a run.json left at
+        "running" would say a dead run is alive)."""
+        if not self.writer:
+            return
+        path = self.path / RUN_FILE
+        info = json.loads(json.dumps(dict(info, sha256=_digests(self.path)), default=str))
+        try:
+            write_json(path, info)
+        except OSError as exc:
+            if info.get("status") != "running" and _rewrite_in_place(path, info):
+                return
+            raise _write_error(path, exc) from None
 
     # -- metrics.jsonl -------------------------------------------------------------------
 
@@ -174,7 +238,8 @@ class RunFolder:
 
     def write_index(self, index: dict[str, Any]) -> None:
         if self.writer:
-            write_json(self.checkpoints / INDEX_FILE, index)
+            with _writing(self.checkpoints / INDEX_FILE):
+                write_json(self.checkpoints / INDEX_FILE, index)
 
     def write_adapter(self, payload: dict[str, Any]) -> None:
         if self.writer:
@@ -228,6 +293,62 @@ def read_spec(run_dir: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise TrainError(f"{path} does not hold a spec mapping")
     return spec
+
+
+def recorded_components(run_dir: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """Which distribution provided each component of the run, as ``run.json`` recorded it
+    (``{kind: {name: dist}}``, what :func:`microgradnn.registry.pinned` takes), each one
+    checked against what is installed now.
+
+    Resume, eval, generate and export resolve the run's components under these pins, so a
+    plugin installed since that claims one of the names can't take it over, and one
+    removed since is said out loud: a :class:`TrainError` naming ``run.json``, the
+    component, the distribution it came from and what to install. A folder written before
+    the record existed (or without run.json) gives ``{}``: its names resolve as always."""
+    from .. import registry
+
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        return {}
+    info = read_json(path)
+    record = info.get("components") if isinstance(info, dict) else None
+    if record is None:
+        return {}
+    shape = 'a mapping {kind: {name: {"dist": ..., "version": ...}}}'
+    if not isinstance(record, dict):
+        raise TrainError(f"{path}: \"components\" must be {shape}, got {type(record).__name__}")
+    pins: dict[str, dict[str, str]] = {}
+    for kind, named in record.items():
+        if kind not in registry.KINDS or not isinstance(named, dict):
+            raise TrainError(f"{path}: components.{kind} is not a record of {shape} (kinds are "
+                             f"{', '.join(registry.KINDS)})")
+        for name, source in named.items():
+            dist = source.get("dist") if isinstance(source, dict) else None
+            if not name or not isinstance(dist, str) or not dist:
+                raise TrainError(f"{path}: components.{kind}.{name} is not a record of {shape}")
+            try:
+                registry.resolve(kind, name, dist)
+            except registry.NotProvidedError as exc:
+                version = str(source.get("version") or "")
+                raise TrainError(f"{path}: components.{kind}.{name} was provided by distribution '{dist}'"
+                                 + (f" {version}" if version else "") + f", but {exc.reason}; "
+                                 + _install_hint(kind, name, dist, version) + " (the run resolves its components "
+                                 "from the distributions it was trained with)") from None
+            pins.setdefault(kind, {})[name] = dist  # ("dist:name" spellings pick their dist themselves)
+    return pins
+
+
+def _install_hint(kind: str, name: str, dist: str, version: str) -> str:
+    """What to do to use a run whose component came from ``dist``, which is gone."""
+    from .. import registry
+
+    if dist == registry.IN_PROCESS:
+        return (f"register it again in this process (microgradnn.registry.register({kind!r}, {name!r}, ...)) "
+                "before using the run")
+    known = registry.known_plugin_hint(kind, name)  # one of the project's example plugins?
+    if f"'{dist}'" in known and ": " in known:
+        return "install it again: " + known.rsplit(": ", 1)[1]
+    return "install it again: pip install " + (f"'{dist}=={version}'" if version else dist)
 
 
 def check_run_dir(run_dir: str | os.PathLike) -> Path:

@@ -45,6 +45,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from .. import registry
 from ..optim.clip import clip_grad_norm_, clip_grad_value_
 from ..spec import Component, ResolvedSpec, fill_task_defaults
 from ..tasks import get_task
@@ -107,6 +108,10 @@ class Trainer:
     #: the base name of a fresh run folder, claimed (mkdir) when fit() starts writing;
     #: None when the folder is given (or the trainer came from from_model/resume)
     _fresh_base: Path | None = None
+
+    #: {kind: {name: dist}}: the distributions a resumed run's components came from (its
+    #: run.json's record), which its names resolve to (``registry.pinned``); empty for a new run
+    _pins: Mapping[str, Mapping[str, str]] = {}
 
     #: What ``resume`` may change: how long to go on and how often to look, never what
     #: is trained or how (that would not be the same run any more).
@@ -310,21 +315,35 @@ class Trainer:
             raise locked_error(run_dir)
         run_dir = runs.check_run_dir(run_dir)
         lock = lock_run_dir(run_dir) if writer else None  # before reading anything: no other writer may change it
+        try:
+            return cls._restore_run(run_dir, lock, callbacks, overrides, parallel)
+        except BaseException:
+            if lock is not None:  # a resume that failed leaves the folder free for the next try
+                lock.release()
+            raise
+
+    @classmethod
+    def _restore_run(cls, run_dir: Path, lock: Any, callbacks: Iterable[Any], overrides: Iterable[str],
+                     parallel: Any) -> "Trainer":
+        """:meth:`resume` once the folder is locked (``lock``: None on a reading process)."""
         spec = runs.read_spec(run_dir)
-        overrides = list(overrides)
-        if overrides:
-            spec = _resume_overrides(spec, overrides, cls.RESUME_OVERRIDABLE)
-        ckpt_path = run_dir / runs.CKPT_DIR / runs.LAST
-        if not ckpt_path.is_file():
-            raise TrainError(f"{run_dir} has no checkpoint to resume from ({runs.CKPT_DIR}/{runs.LAST} is missing)")
-        vocab_path = run_dir / runs.VOCAB_FILE
-        vocab = runs.read_json(vocab_path) if vocab_path.is_file() else None  # even if the data changed since
-        trainer = cls(spec, run_dir, callbacks, _resuming=True, _vocab=vocab, parallel=parallel)
-        trainer.folder = runs.RunFolder(trainer.run_dir, writer=trainer.folder.writer, lock=lock)
-        state, used, note = read_run_checkpoint(run_dir, "last", trainer.device)
-        if note is not None:  # last is damaged: continue from the previous verified checkpoint
-            warnings.warn(note, CheckpointFallbackWarning, stacklevel=2)
-        trainer._restore(state, used)
+        pins = runs.recorded_components(run_dir)  # each name from the distribution that provided it
+        with registry.pinned(pins):
+            overrides = list(overrides)
+            if overrides:
+                spec = _resume_overrides(spec, overrides, cls.RESUME_OVERRIDABLE)
+            ckpt_path = run_dir / runs.CKPT_DIR / runs.LAST
+            if not ckpt_path.is_file():
+                raise TrainError(f"{run_dir} has no checkpoint to resume from ({runs.CKPT_DIR}/{runs.LAST} is missing)")
+            vocab_path = run_dir / runs.VOCAB_FILE
+            vocab = runs.read_json(vocab_path) if vocab_path.is_file() else None  # even if the data changed since
+            trainer = cls(spec, run_dir, callbacks, _resuming=True, _vocab=vocab, parallel=parallel)
+            trainer._pins = pins
+            trainer.folder = runs.RunFolder(trainer.run_dir, writer=trainer.folder.writer, lock=lock)
+            state, used, note = read_run_checkpoint(run_dir, "last", trainer.device)
+            if note is not None:  # last is damaged: continue from the previous verified checkpoint
+                warnings.warn(note, CheckpointFallbackWarning, stacklevel=2)
+            trainer._restore(state, used)
         trainer._spec_changed = bool(overrides)
         return trainer
 
@@ -590,20 +609,21 @@ class Trainer:
         """Which distribution (and version) provided each named component of this run:
         with a plugin installed later that claims one of the names, the record says what
         this run was trained with."""
-        from .. import registry
-
-        named = [("cells", self.spec.model.cell.name), ("datasets", self.spec.data.name),
-                 ("optimizers", self.spec.optimizer.name)]
-        named += [("losses", self.spec.loss.name)] if self.spec.loss is not None else []
-        named += [("schedulers", self.spec.scheduler.name)] if self.spec.scheduler is not None else []
-        named += [("metrics", m) for m in self.spec.train.metrics]
+        m, spec = self.spec.model, self.spec
+        named = [("cells", m.cell.name), ("datasets", spec.data.name), ("optimizers", spec.optimizer.name)]
+        named += [("cells", m.decoder_cell.name)] if m.decoder_cell is not None else []
+        named += [("attention", m.attention.name)] if m.attention is not None else []
+        named += [("losses", spec.loss.name)] if spec.loss is not None else []
+        named += [("schedulers", spec.scheduler.name)] if spec.scheduler is not None else []
+        named += [("finetune", spec.finetune.strategy.name)] if spec.finetune is not None else []
+        named += [("metrics", name) for name in spec.train.metrics]
         out: dict[str, Any] = {}
         for kind, name in named:
             try:
-                e = registry.get_entry(kind, name)
+                e = registry.get_entry(kind, name)  # (in fit: under the resumed run's pins)
             except Exception:  # noqa: BLE001 - a record, never a reason to fail the run
                 continue
-            out.setdefault(kind, {})[e.name] = {"dist": e.dist, "version": e.version}
+            out.setdefault(kind, {})[name] = {"dist": e.dist, "version": e.version}  # as the spec spells it
         return out
 
     def _open_run_folder(self) -> None:
@@ -638,6 +658,10 @@ class Trainer:
 
         ``handle_sigint``: Ctrl-C asks the run to stop after the current step and save a
         checkpoint (a second Ctrl-C interrupts at once)."""
+        with registry.pinned(self._pins):  # a resumed run: its components as run.json recorded them
+            return self._fit_in_folder(handle_sigint)
+
+    def _fit_in_folder(self, handle_sigint: bool) -> dict[str, Any]:
         try:
             self._open_run_folder()
         except BaseException:
@@ -658,7 +682,7 @@ class Trainer:
                 self.stop_reason = f"{type(exc).__name__}: {exc}"
                 try:
                     self._write_run_json(self.status)
-                except OSError:  # a full disk refuses this too; readers see no lock holder
+                except (OSError, runs.RunFileError):  # a disk that refuses even that; readers see no lock holder
                     pass
             raise
         finally:

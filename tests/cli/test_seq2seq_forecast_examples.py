@@ -36,6 +36,9 @@ def runs(tmp_path_factory):
 
 def test_translation_run_evaluates_and_translates(runs, tmp_path):
     run = runs["number_words_attention.yaml"]
+    components = json.loads((run / "run.json").read_text())["components"]  # resolved from these later
+    assert components["attention"]["additive"]["dist"] == "microgradnn"
+    assert components["datasets"]["seq2seq"]["dist"] == "microgradnn"
     proc = mgnn("eval", str(run), "--json", cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)

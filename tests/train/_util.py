@@ -67,3 +67,39 @@ def assert_bit_identical(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> 
     for k in a:
         assert a[k].dtype == b[k].dtype, k
         assert np.array_equal(a[k], b[k]), f"{k} differs: max |diff| {np.abs(a[k] - b[k]).max()}"
+
+
+def write_fake_dist(root: Path, dist: str, version: str, module: str, source: str,
+                    entry_points: dict[str, dict[str, str]]) -> Path:
+    """An "installed" distribution in ``root`` without pip: the module and a ``.dist-info``
+    folder, which importlib.metadata finds once ``root`` is on ``sys.path`` / PYTHONPATH
+    (the mechanism of tests/fixtures/misbehaving_plugin). ``entry_points``:
+    ``{"optimizers": {"name": "object"}}``, objects named in ``module``."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{module}.py").write_text(source, encoding="utf-8")
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text("".join(
+        f"[microgradnn.{kind}]\n" + "".join(f"{name} = {module}:{obj}\n" for name, obj in named.items()) + "\n"
+        for kind, named in entry_points.items()), encoding="utf-8")
+    return root
+
+
+#: a plugin optimizer ``pinopt`` (plain SGD) and a cell claiming the built-in ``lstm`` (a GRU,
+#: reachable only as ``mgnn-pin-a:lstm``); and an impostor claiming ``pinopt`` and
+#: ``adam`` whose objects refuse to be used, so a test sees at once who was picked
+PIN_A = ("import microgradnn as mg\nfrom microgradnn.nn.rnn import GRUCell\n\nclass PinOpt(mg.optim.SGD):\n"
+         "    ORIGIN = 'mgnn-pin-a'\n\nclass LSTMCell(GRUCell):\n    ORIGIN = 'mgnn-pin-a'\n")
+PIN_IMPOSTOR = ("import microgradnn as mg\n\nclass PinOpt(mg.optim.SGD):\n    def __init__(self, params, lr=0.1):\n"
+                "        raise RuntimeError('the impostor was used')\n\nAdam = PinOpt\n")
+
+
+def pin_plugins(folder: Path) -> tuple[Path, Path]:
+    """Two plugin folders for sys.path / PYTHONPATH: mgnn-pin-a (``pinopt``, ``lstm``) and
+    mgnn-impostor (``pinopt`` and ``adam``)."""
+    a = write_fake_dist(folder / "a", "mgnn-pin-a", "0.1", "mgnn_pin_a", PIN_A,
+                        {"optimizers": {"pinopt": "PinOpt"}, "cells": {"lstm": "LSTMCell"}})
+    b = write_fake_dist(folder / "impostor", "mgnn-impostor", "0.3", "mgnn_impostor", PIN_IMPOSTOR,
+                        {"optimizers": {"pinopt": "PinOpt", "adam": "Adam"}})
+    return a, b

@@ -63,6 +63,8 @@ def test_lora_finetune_run(tmp_path, pretrained):
                      if not p.requires_grad}
     summary = trainer.fit()
     assert summary["status"] == "completed" and summary["finetune"]["strategy"] == "lora"
+    components = json.loads((tmp_path / "ft" / "run.json").read_text())["components"]
+    assert components["finetune"]["lora"]["dist"] == "microgradnn"  # resolved from there on resume/eval
     for n, p in trainer.model.named_parameters():  # frozen weights are bit-identical after training
         if n in frozen_before:
             assert np.array_equal(frozen_before[n], p.numpy()), n
