@@ -535,3 +535,24 @@ def test_cuda_sequence_matches_cpu(kind):
         results.append([host(o.array) for o in outs] + [host(t.grad.array) for t in [x, h0] + ws] + norms)
     for on_cpu, on_gpu in zip(*results):
         np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-10, atol=1e-10)
+
+
+@needs_cuda
+def test_cuda_projected_lstm_matches_cpu():
+    # the projected LSTM on the GPU runs the per-step loop of ops/recurrent.py (plain xp + the cell kernels)
+    rng = np.random.default_rng(22)
+    T, B, I, H, P = 5, 3, 4, 6, 3
+    arrays = [rng.uniform(-0.8, 0.8, s) for s in [(T, B, I), (B, P), (B, H), (4 * H, I), (4 * H, P), (4 * H,), (4 * H,),
+                                                   (P, H)]]
+    results = []
+    for backend in (get_backend("cpu"), get_backend("cuda")):
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = tensors = [
+            mg.Tensor(backend.xp.asarray(a), backend, requires_grad=True) for a in arrays]
+        norms = []
+        outs = lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=np.array([5, 2, 4]), reverse=True,
+                             grad_norms=norms, w_hr=w_hr)
+        sum((o * o).sum() for o in outs).backward()
+        host = lambda a: a if isinstance(a, np.ndarray) else a.get()  # noqa: E731
+        results.append([host(o.array) for o in outs] + [host(t.grad.array) for t in tensors] + norms)
+    for on_cpu, on_gpu in zip(*results):
+        np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-10, atol=1e-10)

@@ -158,3 +158,12 @@ def test_projected_driver_matches_per_step_loop(monkeypatch, dtype, lengths, rev
     if lengths is not None:  # padded steps output 0, real ones do not
         padded = np.arange(7)[:, None] >= np.array(lengths)[None, :]
         assert np.all(outs_a[0][padded] == 0) and np.all(outs_a[0][~padded] != 0)
+
+
+def test_projected_float16_runs_the_loop_and_agrees_with_float64(monkeypatch):
+    # float16 has no driver (nor a numba kernel): the per-step loop with the reference kernels
+    outs64, grads64, _ = _run_projected(monkeypatch, True, np.float64, [7, 3, 5, 1], True, True, True, seed=5)
+    outs16, grads16, _ = _run_projected(monkeypatch, True, np.float16, [7, 3, 5, 1], True, True, True, seed=5)
+    assert outs16[0].dtype == np.float16 and len(grads16) == len(grads64) == 8
+    for a, b in zip(outs16 + grads16, outs64 + grads64):
+        np.testing.assert_allclose(a.astype(np.float64), b, rtol=2e-2, atol=2e-2)

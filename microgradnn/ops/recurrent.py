@@ -37,7 +37,15 @@ valid step back to 0.
 (batch, hidden) of the total gradient dL/dh_t reaching each step's hidden state (what the
 output at t receives plus what flows back from later steps): the vanishing/exploding
 gradient picture. Entry t belongs to time step t in both directions; at a padded step it
-is the gradient of the state carried through that step.
+is the gradient of the state carried through that step. With a projection it is the
+gradient reaching the projected state r_t (P wide), what the generic path records too.
+
+The LSTM with a projection (PyTorch's ``proj_size``, ``w_hr`` (P, H)) runs here as well:
+the state the next step reads, and the output, is r_t = h_t W_hr^T, and W_hh is (4H, P).
+Per step that is one more GEMM each way around the same cell kernels (forward r_{t-1}
+W_hh^T in, h_t W_hr^T out; backward dL/dh_t = dL/dr_t W_hr in, dgates W_hh out), and
+dW_hr is one GEMM over all steps. Padded steps keep r and output 0, as PyTorch's packed
+sequences; the drivers are ``lstmp_sequence_forward/backward``.
 
 Kernels (``ctx.backend.kernel(name)``; numba in backend/kernels_cpu.py, plain-xp twins in
 backend/reference.py, CuPy twins in backend/kernels_cuda.py), one call per time step,
