@@ -360,13 +360,14 @@ def test_cell_step_convention_and_init_state():
 # --------------------------------------------------------------------------- fused vs generic
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_fused_equals_generic_with_lengths_and_grad_norms(kind):
+@pytest.mark.parametrize("kind,proj", [(k, 0) for k in KINDS] + [("lstm", 3)], ids=KINDS + ["lstm_proj"])
+def test_fused_equals_generic_with_lengths_and_grad_norms(kind, proj):
     rng = np.random.default_rng(9)
-    _, m = make_pair(kind, 3, 5, num_layers=2, bidirectional=True, batch_first=True)
+    extra = {"proj_size": proj} if proj else {}
+    _, m = make_pair(kind, 3, 5, num_layers=2, bidirectional=True, batch_first=True, **extra)
     m.track_grad_norms = True
     x = rng.standard_normal((4, 8, 3))
-    w = rng.standard_normal((4, 8, 10))
+    w = rng.standard_normal((4, 8, 2 * (proj or 5)))
     results = {}
     for fused in (True, False):
         assert m.uses_fused_path(fused) == fused
@@ -389,6 +390,7 @@ def test_fused_equals_generic_with_lengths_and_grad_norms(kind):
         np.testing.assert_allclose(a[3][name], b[3][name], err_msg=name, **F64)
     assert a[4].shape == b[4].shape == (4, 8)
     np.testing.assert_allclose(a[4], b[4], **F64)
+    assert np.all(a[4] > 0)
 
 
 def test_recurrent_with_builtin_cell_equals_lstm():
