@@ -460,6 +460,45 @@ def test_generic_path_with_reference_kernels_matches_fused(kind, lengths, revers
         np.testing.assert_allclose(fused, plain, rtol=1e-12, atol=1e-12)
 
 
+def _projected_problem(T, B, I, H, P, seed):
+    rng = np.random.default_rng(seed)
+    shapes = [(T, B, I), (B, P), (B, H), (4 * H, I), (4 * H, P), (4 * H,), (4 * H,), (P, H)]
+    return [rng.uniform(0.2, 0.9, s) * rng.choice([-1, 1], s) for s in shapes]
+
+
+@pytest.mark.parametrize("lengths,reverse", [(None, False), ([5, 2, 4], True), ([1, 5, 3], False)])
+def test_projected_lstm_with_reference_kernels_matches_fused(lengths, reverse):
+    # the per-step loop as a GPU backend runs it (xp not numpy, the plain-xp kernels, no
+    # drivers, xp.copyto for the padded rows) against the compiled drivers
+    arrays = _projected_problem(5, 3, 4, 6, 2, seed=13)
+    g_out = np.random.default_rng(14).standard_normal((5, 3, 2))
+    lengths = None if lengths is None else np.array(lengths)
+    results = []
+    for backend in (get_backend("cpu"), reference_backend()):
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = tensors = [mg.Tensor(a.copy(), backend, requires_grad=True)
+                                                             for a in arrays]
+        norms = []
+        out, h, c = lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=lengths, reverse=reverse,
+                                  grad_norms=norms, w_hr=w_hr)
+        ((out * mg.Tensor(g_out, backend)).sum() + (h * h).sum() + (c * c).sum()).backward()
+        results.append([out.array, h.array, c.array] + [t.grad.array for t in tensors] + norms)
+    assert len(results[0]) == len(results[1]) == 12
+    for fused, plain in zip(*results):
+        np.testing.assert_allclose(fused, plain, rtol=1e-12, atol=1e-12)
+
+
+def test_projected_lstm_errors_are_clear():
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = [mg.tensor(a) for a in _projected_problem(4, 2, 3, 5, 2, seed=3)]
+    with pytest.raises(ValueError, match="weight_hr"):
+        lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=mg.tensor(np.ones((2, 4))))
+    with pytest.raises(ValueError, match="h0"):  # the state is P wide with a projection
+        lstm_sequence(x, c0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=w_hr)
+    with pytest.raises(ValueError, match="weight_hr"):  # W_hh (4H, H) where (4H, P) was due
+        lstm_sequence(x, h0, c0, w_ih, mg.tensor(np.ones((20, 5))), b_ih, b_hh, w_hr=w_hr)
+    with pytest.raises(TypeError, match="weight_hr"):
+        lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=w_hr.float())
+
+
 def _property_test(fn):
     return hypothesis.settings(max_examples=25, deadline=None)(hypothesis.given(
         kind=st.sampled_from(KINDS),

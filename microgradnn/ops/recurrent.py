@@ -215,12 +215,14 @@ def _check(name, gate_count, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None):
     if w_hh.ndim != 2 or w_hh.shape[0] % gate_count:
         state = "hidden_size" if w_hr is None else "proj_size"
         raise ValueError(f"{name}: weight_hh must be ({gate_count}*hidden_size, {state}), got {tuple(w_hh.shape)}")
-    H = w_hh.shape[1] if w_hr is None else w_hr.shape[1]
-    S = H if w_hr is None else w_hr.shape[0]  # the width of the state h (P with a projection)
+    # the sizes come from W_hh: (G*H, H), or (4H, P) with a projection (then W_hr is (P, H))
+    H = w_hh.shape[1] if w_hr is None else w_hh.shape[0] // gate_count
+    S = w_hh.shape[1]  # the width of the state h (P with a projection)
     GH = gate_count * H
-    expected = [("weight_ih", w_ih, (GH, I)), ("weight_hh", w_hh, (GH, S)), ("h0", h0, (B, S))]
+    expected = [("weight_ih", w_ih, (GH, I)), ("weight_hh", w_hh, (GH, S))]
     if w_hr is not None:
         expected.append(("weight_hr", w_hr, (S, H)))
+    expected.append(("h0", h0, (B, S)))
     if c0 is not None:
         expected.append(("c0", c0, (B, H)))
     for label, array, shape in expected + [("bias_ih", b_ih, (GH,)), ("bias_hh", b_hh, (GH,))]:
