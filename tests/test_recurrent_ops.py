@@ -529,6 +529,28 @@ def test_property_fused_equals_reference_path(kind, T, B, I, H, reverse, bias, d
         np.testing.assert_allclose(fused, plain, rtol=1e-4, atol=2e-5)
 
 
+@hypothesis.settings(max_examples=25, deadline=None)
+@hypothesis.given(T=st.integers(1, 6), B=st.integers(1, 4), I=st.integers(1, 5), H=st.integers(2, 12),
+                  reverse=st.booleans(), bias=st.booleans(), data=st.data())
+def test_property_projected_lstm_fused_equals_reference_path(T, B, I, H, reverse, bias, data):
+    P = data.draw(st.integers(1, H - 1))
+    use_lengths = data.draw(st.booleans())
+    lengths = np.array(data.draw(st.lists(st.integers(1, T), min_size=B, max_size=B))) if use_lengths else None
+    arrays = _projected_problem(T, B, I, H, P, seed=T * 1000 + B * 100 + H * 10 + P)
+    if not bias:
+        arrays[5] = arrays[6] = None
+    results = []
+    for backend in (get_backend("cpu"), reference_backend()):
+        tensors = [None if a is None else mg.Tensor(a.copy(), backend, requires_grad=True) for a in arrays]
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = tensors
+        outs = lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=lengths, reverse=reverse, w_hr=w_hr)
+        sum((o * o).sum() for o in outs).backward()
+        results.append([o.array for o in outs] + [t.grad.array for t in tensors if t is not None])
+    assert results[0][0].shape == (T, B, P)
+    for fused, plain in zip(*results):
+        np.testing.assert_allclose(fused, plain, rtol=1e-10, atol=1e-12)
+
+
 # ----------------------------------------------------------------------------- GPU (when present)
 
 needs_cuda = pytest.mark.skipif(not mg.cuda_is_available(), reason="no CUDA device (CuPy + GPU)")
