@@ -473,8 +473,9 @@ class LSTMSequence(Function):
         needs_dh0, t_first = ctx.needs_input_grad[1], (T - 1 if ctx.reverse else 0)
         drive = _driver(ctx, "lstmp_sequence_backward", dtype)
         if drive is not None:
-            drive(gates, cs, dout, carry, dr_rec, dc, mask, dgates, dr, dh, zeros, scratch,
-                  xp.empty((1, B, P), dtype=dtype) if dr_total is None else dr_total, w_hh, w_hr, ctx.reverse, needs_dh0)
+            norms_out = xp.empty((1, B, P), dtype=dtype) if dr_total is None else dr_total  # else one scratch step
+            drive(gates, cs, dout, carry, dr_rec, dc, mask, dgates, dr, dh, zeros, scratch, norms_out,
+                  w_hh, w_hr, ctx.reverse, needs_dh0)
         else:
             kernel = ctx.backend.kernel("lstm_cell_backward")
             active = mask.astype(dtype)[:, :, None]  # 1 on real steps, 0 on padding
