@@ -19,6 +19,10 @@ two losses are checked to agree before anything is timed):
   ``torch.no_grad()`` with the state carried. Target: tokens/s >= torch's at H 128 and 512;
 * ``drivers`` (not in the default set): the compiled time loop against the per-step
   Python loop it replaced, both microgradnn, in the same blocks as torch;
+* ``proj`` (not in the default set): the LSTM with a projection, Embedding 65x64 -> LSTM
+  (64 -> 256, proj_size 128, 2 layers) -> Linear 65, T 64, B 32, CE, Adam: the fused
+  whole-sequence op against microgradnn's generic (unrolled autograd) path, with torch in
+  the same blocks (torch has no oneDNN kernel for projections and runs its default one);
 * ``contention``: the char-LM example's step (examples/char_lstm_stdlib.yaml: Embedding
   64 -> LSTM 256 -> Linear, B 32, T 64, Adam) for N steps, on the machine as it is and
   with one competing CPU-bound process (a Python busy loop), microgradnn under the
@@ -99,6 +103,28 @@ def drivers(repeat: int) -> None:
         d, lp, tt = (t[k]["median"] * 1e3 for k in ("mg", "loop", "torch"))
         print(f"H {H} x{L}, T {T}, B {B:<17} {d:9.2f} {lp:9.2f} {tt:9.2f} ms   drivers/torch {d / tt:.2f}x, "
               f"per-step/torch {lp / tt:.2f}x, drivers/per-step {d / lp:.2f}x", flush=True)
+
+
+def proj(repeat: int) -> None:
+    import warnings
+
+    with warnings.catch_warnings():  # torch's note that oneDNN has no projected LSTM
+        warnings.filterwarnings("ignore", message="LSTM with projections is not supported")
+        _proj(repeat)
+
+
+def _proj(repeat: int) -> None:
+    print("\nprojected LSTM step (Emb 65x64 -> LSTM 64->256 proj 128 x2 -> Lin 65, T 64, B 32, CE, Adam)")
+    print(f"{'':34} {'fused':>9} {'generic':>12} {'torch':>12}   ratios")
+    shape = dict(T=64, B=32, vocab=65, embed=64, hidden=256, layers=2, proj_size=128)
+    steps = build_charlm_step(**shape)
+    check_losses(steps, "proj fused")
+    generic = build_charlm_step(**shape, fused=False)
+    check_losses(generic, "proj generic")
+    t = blocks({"mg": steps["mg"], "generic": generic["mg"], "torch": steps["torch"]}, repeat)
+    f, g, tt = (t[k]["median"] * 1e3 for k in ("mg", "generic", "torch"))
+    print(f"{'H 256 proj 128 x2, T 64, B 32':34} {f:9.2f} ms {g:9.2f} ms {tt:9.2f} ms   fused/torch {f / tt:.2f}x, "
+          f"generic/torch {g / tt:.2f}x, fused/generic {f / g:.2f}x", flush=True)
 
 
 def issue3(repeat: int) -> None:
@@ -203,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--only", nargs="+", default=["issue3", "sweep", "sampling", "contention"],
-                        choices=["issue3", "sweep", "sampling", "contention", "drivers"])
+                        choices=["issue3", "sweep", "sampling", "contention", "drivers", "proj"])
     parser.add_argument("--steps", type=int, default=200, help="steps per contention figure (default 200)")
     args = parser.parse_args(argv)
     import torch
@@ -228,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
                 contention(args.steps)
                 policy = threads.apply_threads(2)
             else:
-                {"issue3": issue3, "sweep": sweep, "sampling": sampling, "drivers": drivers}[name](repeat)
+                {"issue3": issue3, "sweep": sweep, "sampling": sampling, "drivers": drivers, "proj": proj}[name](repeat)
     finally:
         policy.restore()
 

@@ -99,10 +99,10 @@ def build_sequence_step(cell: str, T: int = 64, B: int = 32, I: int = 128, H: in
 class _CharLM:
     """Embedding -> LSTM stack -> Linear, built the same way in either framework."""
 
-    def __init__(self, nn, vocab: int, embed: int, hidden: int, layers: int):
+    def __init__(self, nn, vocab: int, embed: int, hidden: int, layers: int, proj_size: int = 0):
         self.embedding = nn.Embedding(vocab, embed)
-        self.rnn = nn.LSTM(embed, hidden, num_layers=layers, batch_first=True)
-        self.head = nn.Linear(hidden, vocab)
+        self.rnn = nn.LSTM(embed, hidden, num_layers=layers, batch_first=True, proj_size=proj_size)
+        self.head = nn.Linear(proj_size or hidden, vocab)
 
     def modules(self) -> list:
         return [self.embedding, self.rnn, self.head]
@@ -115,8 +115,12 @@ class _CharLM:
 
 
 def build_charlm_step(T: int = 128, B: int = 64, vocab: int = 65, embed: int = 64, hidden: int = 512,
-                      layers: int = 2, frameworks: tuple = ("mg", "torch")) -> dict:
-    """Both frameworks' char-LM step functions (same initial weights, same batch)."""
+                      layers: int = 2, frameworks: tuple = ("mg", "torch"), proj_size: int = 0,
+                      fused: bool = True) -> dict:
+    """Both frameworks' char-LM step functions (same initial weights, same batch).
+
+    ``proj_size``: the LSTM's projection (both sides); ``fused=False``: microgradnn's
+    generic (unrolled autograd) path instead of the fused whole-sequence op."""
     steps = {}
     rng = np.random.default_rng(1)
     tokens = rng.integers(0, vocab, (B, T + 1)).astype(np.int64)
@@ -124,7 +128,7 @@ def build_charlm_step(T: int = 128, B: int = 64, vocab: int = 65, embed: int = 6
     import torch
 
     torch.manual_seed(0)
-    t_model = _CharLM(torch.nn, vocab, embed, hidden, layers)
+    t_model = _CharLM(torch.nn, vocab, embed, hidden, layers, proj_size)
     if "torch" in frameworks:
         t_opt = torch.optim.Adam(t_model.parameters(), lr=2e-3)
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
@@ -141,7 +145,8 @@ def build_charlm_step(T: int = 128, B: int = 64, vocab: int = 65, embed: int = 6
         import microgradnn as mg
 
         mg.backend.tune_allocator()
-        m_model = _CharLM(mg.nn, vocab, embed, hidden, layers)
+        m_model = _CharLM(mg.nn, vocab, embed, hidden, layers, proj_size)
+        m_model.rnn.fused = fused
         for m_mod, t_mod in zip(m_model.modules(), t_model.modules()):
             m_mod.load_state_dict(t_mod.state_dict())
         m_opt = mg.optim.Adam(m_model.parameters(), lr=2e-3)

@@ -601,6 +601,26 @@ def test_recurrent_sequence(kind, seed, reverse, bias, ragged):
     check(fn, *inputs, ops=[op], atol=1e-6, rtol=1e-4)
 
 
+@covers("LSTMSequence")
+@given(seed=seeds, reverse=st.booleans(), bias=st.booleans(), ragged=st.booleans())
+def test_recurrent_sequence_lstm_projected(seed, reverse, bias, ragged):
+    # PyTorch's proj_size: the state is r = h W_hr^T (P = 2 wide), W_hh is (4H, P), c is H = 3 wide
+    T, B, I, H, P = 3, 2, 2, 3, 2
+    x = leaf(floats(seed, (T, B, I), low=0.2, high=1.0))
+    h0 = leaf(floats(seed + 1, (B, P), low=0.1, high=0.5))
+    c0 = leaf(floats(seed + 2, (B, H), low=0.1, high=0.5))
+    w_ih, w_hh = leaf(floats(seed + 3, (4 * H, I), high=0.6)), leaf(floats(seed + 4, (4 * H, P), high=0.6))
+    w_hr = leaf(floats(seed + 7, (P, H), high=0.8))
+    biases = [leaf(floats(seed + 5, (4 * H,), high=0.5)), leaf(floats(seed + 6, (4 * H,), high=0.5))] if bias else []
+    lengths = np.array([T, 1]) if ragged else None
+
+    def fn(xx, hh, cc, wi, wh, wr, *b):
+        bi, bh = b if b else (None, None)
+        return RNN.lstm_sequence(xx, hh, cc, wi, wh, bi, bh, lengths=lengths, reverse=reverse, w_hr=wr)
+
+    check(fn, x, h0, c0, w_ih, w_hh, w_hr, *biases, ops=["LSTMSequence"], atol=1e-6, rtol=1e-4)
+
+
 # ============================================================================= meta
 
 

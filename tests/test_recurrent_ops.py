@@ -460,6 +460,45 @@ def test_generic_path_with_reference_kernels_matches_fused(kind, lengths, revers
         np.testing.assert_allclose(fused, plain, rtol=1e-12, atol=1e-12)
 
 
+def _projected_problem(T, B, I, H, P, seed):
+    rng = np.random.default_rng(seed)
+    shapes = [(T, B, I), (B, P), (B, H), (4 * H, I), (4 * H, P), (4 * H,), (4 * H,), (P, H)]
+    return [rng.uniform(0.2, 0.9, s) * rng.choice([-1, 1], s) for s in shapes]
+
+
+@pytest.mark.parametrize("lengths,reverse", [(None, False), ([5, 2, 4], True), ([1, 5, 3], False)])
+def test_projected_lstm_with_reference_kernels_matches_fused(lengths, reverse):
+    # the per-step loop as a GPU backend runs it (xp not numpy, the plain-xp kernels, no
+    # drivers, xp.copyto for the padded rows) against the compiled drivers
+    arrays = _projected_problem(5, 3, 4, 6, 2, seed=13)
+    g_out = np.random.default_rng(14).standard_normal((5, 3, 2))
+    lengths = None if lengths is None else np.array(lengths)
+    results = []
+    for backend in (get_backend("cpu"), reference_backend()):
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = tensors = [mg.Tensor(a.copy(), backend, requires_grad=True)
+                                                             for a in arrays]
+        norms = []
+        out, h, c = lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=lengths, reverse=reverse,
+                                  grad_norms=norms, w_hr=w_hr)
+        ((out * mg.Tensor(g_out, backend)).sum() + (h * h).sum() + (c * c).sum()).backward()
+        results.append([out.array, h.array, c.array] + [t.grad.array for t in tensors] + norms)
+    assert len(results[0]) == len(results[1]) == 12
+    for fused, plain in zip(*results):
+        np.testing.assert_allclose(fused, plain, rtol=1e-12, atol=1e-12)
+
+
+def test_projected_lstm_errors_are_clear():
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = [mg.tensor(a) for a in _projected_problem(4, 2, 3, 5, 2, seed=3)]
+    with pytest.raises(ValueError, match="weight_hr"):
+        lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=mg.tensor(np.ones((2, 4))))
+    with pytest.raises(ValueError, match="h0"):  # the state is P wide with a projection
+        lstm_sequence(x, c0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=w_hr)
+    with pytest.raises(ValueError, match="weight_hr"):  # W_hh (4H, H) where (4H, P) was due
+        lstm_sequence(x, h0, c0, w_ih, mg.tensor(np.ones((20, 5))), b_ih, b_hh, w_hr=w_hr)
+    with pytest.raises(TypeError, match="weight_hr"):
+        lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=w_hr.float())
+
+
 def _property_test(fn):
     return hypothesis.settings(max_examples=25, deadline=None)(hypothesis.given(
         kind=st.sampled_from(KINDS),
@@ -488,6 +527,28 @@ def test_property_fused_equals_reference_path(kind, T, B, I, H, reverse, bias, d
     for fused, plain in zip(*results):
         assert fused.dtype == np.float32
         np.testing.assert_allclose(fused, plain, rtol=1e-4, atol=2e-5)
+
+
+@hypothesis.settings(max_examples=25, deadline=None)
+@hypothesis.given(T=st.integers(1, 6), B=st.integers(1, 4), I=st.integers(1, 5), H=st.integers(2, 12),
+                  reverse=st.booleans(), bias=st.booleans(), data=st.data())
+def test_property_projected_lstm_fused_equals_reference_path(T, B, I, H, reverse, bias, data):
+    P = data.draw(st.integers(1, H - 1))
+    use_lengths = data.draw(st.booleans())
+    lengths = np.array(data.draw(st.lists(st.integers(1, T), min_size=B, max_size=B))) if use_lengths else None
+    arrays = _projected_problem(T, B, I, H, P, seed=T * 1000 + B * 100 + H * 10 + P)
+    if not bias:
+        arrays[5] = arrays[6] = None
+    results = []
+    for backend in (get_backend("cpu"), reference_backend()):
+        tensors = [None if a is None else mg.Tensor(a.copy(), backend, requires_grad=True) for a in arrays]
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = tensors
+        outs = lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=lengths, reverse=reverse, w_hr=w_hr)
+        sum((o * o).sum() for o in outs).backward()
+        results.append([o.array for o in outs] + [t.grad.array for t in tensors if t is not None])
+    assert results[0][0].shape == (T, B, P)
+    for fused, plain in zip(*results):
+        np.testing.assert_allclose(fused, plain, rtol=1e-10, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- GPU (when present)
@@ -533,5 +594,26 @@ def test_cuda_sequence_matches_cpu(kind):
         sum((o * o).sum() for o in outs).backward()
         host = lambda a: a if isinstance(a, np.ndarray) else a.get()  # noqa: E731
         results.append([host(o.array) for o in outs] + [host(t.grad.array) for t in [x, h0] + ws] + norms)
+    for on_cpu, on_gpu in zip(*results):
+        np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-10, atol=1e-10)
+
+
+@needs_cuda
+def test_cuda_projected_lstm_matches_cpu():
+    # the projected LSTM on the GPU runs the per-step loop of ops/recurrent.py (plain xp + the cell kernels)
+    rng = np.random.default_rng(22)
+    T, B, I, H, P = 5, 3, 4, 6, 3
+    arrays = [rng.uniform(-0.8, 0.8, s) for s in [(T, B, I), (B, P), (B, H), (4 * H, I), (4 * H, P), (4 * H,), (4 * H,),
+                                                   (P, H)]]
+    results = []
+    for backend in (get_backend("cpu"), get_backend("cuda")):
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = tensors = [
+            mg.Tensor(backend.xp.asarray(a), backend, requires_grad=True) for a in arrays]
+        norms = []
+        outs = lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=np.array([5, 2, 4]), reverse=True,
+                             grad_norms=norms, w_hr=w_hr)
+        sum((o * o).sum() for o in outs).backward()
+        host = lambda a: a if isinstance(a, np.ndarray) else a.get()  # noqa: E731
+        results.append([host(o.array) for o in outs] + [host(t.grad.array) for t in tensors] + norms)
     for on_cpu, on_gpu in zip(*results):
         np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-10, atol=1e-10)

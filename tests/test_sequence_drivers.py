@@ -104,3 +104,66 @@ def test_forward_sees_weights_updated_in_place(cls):
         (tout * tout).sum().backward()
         opt.step()
         topt.step()
+
+
+# ----------------------------------------------------------------- LSTM with a projection
+
+
+def _run_projected(monkeypatch, drivers, dtype, lengths, reverse, bias, need_h0, seed, T=7, B=4, I=5, H=6, P=3):
+    """lstm_sequence with w_hr (P, H): outputs, every gradient and the grad norms."""
+    rng = np.random.default_rng(seed)
+
+    def arr(*shape, scale=1.0):
+        return (rng.uniform(0.2, 1.0, shape) * rng.choice([-1, 1], shape) * scale).astype(dtype)
+
+    arrays = [arr(T, B, I), arr(B, P, scale=0.5), arr(B, H, scale=0.5), arr(4 * H, I, scale=0.6),
+              arr(4 * H, P, scale=0.6)]
+    arrays += [arr(4 * H, scale=0.5), arr(4 * H, scale=0.5)] if bias else [None, None]
+    arrays.append(arr(P, H, scale=0.6))
+    g_out = [arr(T, B, P), arr(B, P), arr(B, H)]
+    with monkeypatch.context() as patch:
+        if not drivers:
+            patch.setattr(kernels_cpu, "SEQUENCE_DRIVERS", {})
+        tensors = [None if a is None else mg.tensor(a.copy(), requires_grad=True) for a in arrays]
+        tensors[1].requires_grad = need_h0
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = tensors
+        norms: list = []
+        outs = mg.ops.recurrent.lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=lengths, reverse=reverse,
+                                              grad_norms=norms, w_hr=w_hr)
+        sum((o * mg.tensor(g)).sum() for o, g in zip(outs, g_out)).backward()
+    grads = [t.grad.array.copy() for t in tensors if t is not None and t.requires_grad]
+    return [o.array.copy() for o in outs], grads, norms
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("lengths,reverse,bias,need_h0", [
+    (None, False, True, True),
+    (None, True, False, False),
+    ([7, 3, 5, 1], False, True, True),
+    ([2, 7, 1, 6], True, True, True),
+])
+def test_projected_driver_matches_per_step_loop(monkeypatch, dtype, lengths, reverse, bias, need_h0):
+    assert get_backend("cpu").sequence_driver("lstmp_sequence_backward") is not None
+    seed = 11 + 2 * int(reverse) + int(lengths is not None)
+    outs_a, grads_a, norms_a = _run_projected(monkeypatch, True, dtype, lengths, reverse, bias, need_h0, seed)
+    outs_b, grads_b, norms_b = _run_projected(monkeypatch, False, dtype, lengths, reverse, bias, need_h0, seed)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-6, atol=2e-6)
+    assert [o.shape for o in outs_a] == [(7, 4, 3), (4, 3), (4, 6)]
+    assert len(grads_a) == len(grads_b) == 4 + 2 * bias + need_h0 + 1  # x, [h0], c0, w_ih, w_hh, [b's], w_hr
+    for a, b in zip(outs_a + grads_a, outs_b + grads_b):
+        np.testing.assert_allclose(a, b, **tol)
+    assert len(norms_a) == len(norms_b) == 1 and norms_a[0].shape == (7,)
+    np.testing.assert_allclose(norms_a[0], norms_b[0], rtol=1e-5)
+    assert np.all(norms_a[0] > 0)
+    if lengths is not None:  # padded steps output 0, real ones do not
+        padded = np.arange(7)[:, None] >= np.array(lengths)[None, :]
+        assert np.all(outs_a[0][padded] == 0) and np.all(outs_a[0][~padded] != 0)
+
+
+def test_projected_float16_runs_the_loop_and_agrees_with_float64(monkeypatch):
+    # float16 has no driver (nor a numba kernel): the per-step loop with the reference kernels
+    outs64, grads64, _ = _run_projected(monkeypatch, True, np.float64, [7, 3, 5, 1], True, True, True, seed=5)
+    outs16, grads16, _ = _run_projected(monkeypatch, True, np.float16, [7, 3, 5, 1], True, True, True, seed=5)
+    assert outs16[0].dtype == np.float16 and len(grads16) == len(grads64) == 8
+    for a, b in zip(outs16 + grads16, outs64 + grads64):
+        np.testing.assert_allclose(a.astype(np.float64), b, rtol=2e-2, atol=2e-2)

@@ -705,6 +705,76 @@ def _lstm_sequence_backward(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_
             _gemm(dgates[t], w_hh, dh_rec, False, 0.0)
 
 
+# The LSTM with a projection (PyTorch's ``proj_size``): the cell's h_t = o * tanh(c_t) (H
+# wide) is projected down, r_t = h_t @ W_hr^T (P wide), and r is what the layer outputs and
+# what the next step reads (W_hh is (4H, P)). The drivers reuse the plain LSTM cell kernels
+# unchanged and add one GEMM per step on each side:
+#   forward   hh = r_{t-1} W_hh^T ; cell -> h_t, c_t ; r_t = h_t W_hr^T ; padded rows keep r_{t-1}
+#   backward  dr = what reaches r_t ; dh = dr W_hr ; cell backward with dout = dh ; dr_rec = dgates W_hh
+# ``hs`` holds the H-wide h's (slot of h0 zeroed: only r is a state; on padded rows the cell
+# copies the previous h, so every slot stays finite for the dW_hr GEMM, where dr is 0 there).
+
+
+@njit(**_RNN_OPTS)
+def _keep_padded_rows(active, r_prev, r_new):
+    """A padded step carries the projected state unchanged: r_new[b] = r_prev[b] there."""
+    for b in range(r_new.shape[0]):
+        if not active[b]:
+            r_new[b, :] = r_prev[b, :]
+
+
+@njit(**_RNN_OPTS)
+def _projected_grad_step(dout, carry, dr_rec, active, dr, dr_total):
+    """The gradient reaching r_t, the projected state (what the cell backward does for h).
+
+    On an active row it is ``carry + dr_rec + dout`` and all of it goes into ``dr`` (to flow
+    through W_hr into the cell); on a padded row r_t is r_{t-1} carried over, so the output
+    (0 there) adds nothing and the whole gradient moves on in ``carry`` (``dr`` is 0)."""
+    zero = dr.dtype.type(0.0)
+    for b in range(dr.shape[0]):
+        dy, cr, rec, d, tot = dout[b], carry[b], dr_rec[b], dr[b], dr_total[b]
+        if active[b]:
+            for j in range(dr.shape[1]):
+                g = cr[j] + rec[j] + dy[j]
+                tot[j] = g
+                d[j] = g
+                cr[j] = zero
+        else:
+            for j in range(dr.shape[1]):
+                g = cr[j] + rec[j]
+                tot[j] = g
+                d[j] = zero
+                cr[j] = g
+
+
+@njit(**_RNN_OPTS)
+def _lstmp_sequence_forward(gates, w_hh, w_hr, bias, rs, hs, cs, mask, hh, reverse):
+    T = gates.shape[0]
+    for s in range(T):
+        t, p, n = _slots(T, s, reverse)
+        _gemm(rs[p], w_hh, hh, True, 0.0)  # the recurrent input is the projected state r_{t-1}
+        _lstm_cell_forward(gates[t], hh, bias, cs[p], hs[p], mask[t], hs[n], cs[n])
+        _gemm(hs[n], w_hr, rs[n], True, 0.0)  # r_t = h_t W_hr^T
+        _keep_padded_rows(mask[t], rs[p], rs[n])
+
+
+@njit(**_RNN_OPTS)
+def _lstmp_sequence_backward(acts, cs, dout, carry, dr_rec, dc, mask, dgates, dr, dh, zeros, scratch, dr_total,
+                             w_hh, w_hr, reverse, needs_dh0):
+    T = acts.shape[0]
+    record = dr_total.shape[0] == T  # else one (1, B, P) scratch step
+    for k in range(T):
+        t, p, n = _slots(T, T - 1 - k, reverse)
+        _projected_grad_step(dout[t], carry, dr_rec, mask[t], dr[t], dr_total[t] if record else dr_total[0])
+        _gemm(dr[t], w_hr, dh, False, 0.0)  # dL/dh_t = dr_t W_hr (0 on padded rows)
+        # The plain cell backward with dh as its only incoming gradient: carry and dh_rec are
+        # the same all-zero (B, H) array (it stays zero: active rows reset it to 0, padded
+        # rows write 0 + 0), padded rows get zero gate gradients and pass dc on unchanged.
+        _lstm_cell_backward(acts[t], cs[p], cs[n], dh, zeros, zeros, dc, mask[t], dgates[t], scratch)
+        if k != T - 1 or needs_dh0:  # the last product only feeds dL/dh0
+            _gemm(dgates[t], w_hh, dr_rec, False, 0.0)
+
+
 @njit(**_RNN_OPTS)
 def _gru_sequence_forward(gates, w_hh, bias, b_hn, hs, mask, hh, reverse):
     T = gates.shape[0]
@@ -784,6 +854,8 @@ def _affine_row(w, x, b, y):
 SEQUENCE_DRIVERS = {
     "lstm_sequence_forward": _lstm_sequence_forward,
     "lstm_sequence_backward": _lstm_sequence_backward,
+    "lstmp_sequence_forward": _lstmp_sequence_forward,
+    "lstmp_sequence_backward": _lstmp_sequence_backward,
     "gru_sequence_forward": _gru_sequence_forward,
     "gru_sequence_backward": _gru_sequence_backward,
     "rnn_sequence_forward": _rnn_sequence_forward,

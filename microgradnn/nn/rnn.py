@@ -733,8 +733,8 @@ class RNNBase(_SequenceLayer):
     only): ``init_state="learned"`` adds Parameters ``h0`` (and ``c0`` for the LSTM)
     shaped (num_layers*D, 1, size), broadcast over the batch; ``track_grad_norms=True``
     fills :attr:`last_grad_norms` after each backward; ``fused=False`` forces the generic
-    path (the fused kernels of :mod:`microgradnn.ops.recurrent` are used whenever they
-    exist and ``proj_size == 0``). Both paths give the same numbers."""
+    path (otherwise the fused kernels of :mod:`microgradnn.ops.recurrent` run, the LSTM
+    with ``proj_size`` included). Both paths give the same numbers."""
 
     _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
@@ -816,10 +816,11 @@ class RNNBase(_SequenceLayer):
         return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr")
 
     def uses_fused_path(self, fused: bool | None = None) -> bool:
-        """Whether forward will run the fused kernels (built-in cells, no projection, and
-        ``fused`` not switched off)."""
+        """Whether forward will run the fused whole-sequence kernels: always, unless
+        ``fused`` is switched off (the LSTM with ``proj_size`` included: the op projects
+        the state itself, see :class:`microgradnn.ops.recurrent.LSTMSequence`)."""
         fused = self.fused if fused is None else fused
-        return bool(fused) and self.proj_size == 0
+        return bool(fused)
 
     def _runners(self, fused: bool) -> list:
         ops = recurrent if self.uses_fused_path(fused) else None
@@ -834,7 +835,8 @@ class RNNBase(_SequenceLayer):
             if mode == "LSTM":
                 def run(x, state, lengths, reverse, grad_norms):
                     out, h, c = ops.lstm_sequence(x, state[0], state[1], w_ih, w_hh, b_ih, b_hh,
-                                                  lengths=lengths, reverse=reverse, grad_norms=grad_norms)
+                                                  lengths=lengths, reverse=reverse, grad_norms=grad_norms,
+                                                  w_hr=w_hr)
                     return out, (h, c)
             elif mode == "GRU":
                 def run(x, state, lengths, reverse, grad_norms):

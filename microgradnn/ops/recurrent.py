@@ -37,7 +37,15 @@ valid step back to 0.
 (batch, hidden) of the total gradient dL/dh_t reaching each step's hidden state (what the
 output at t receives plus what flows back from later steps): the vanishing/exploding
 gradient picture. Entry t belongs to time step t in both directions; at a padded step it
-is the gradient of the state carried through that step.
+is the gradient of the state carried through that step. With a projection it is the
+gradient reaching the projected state r_t (P wide), what the generic path records too.
+
+The LSTM with a projection (PyTorch's ``proj_size``, ``w_hr`` (P, H)) runs here as well:
+the state the next step reads, and the output, is r_t = h_t W_hr^T, and W_hh is (4H, P).
+Per step that is one more GEMM each way around the same cell kernels (forward r_{t-1}
+W_hh^T in, h_t W_hr^T out; backward dL/dh_t = dL/dr_t W_hr in, dgates W_hh out), and
+dW_hr is one GEMM over all steps. Padded steps keep r and output 0, as PyTorch's packed
+sequences; the drivers are ``lstmp_sequence_forward/backward``.
 
 Kernels (``ctx.backend.kernel(name)``; numba in backend/kernels_cpu.py, plain-xp twins in
 backend/reference.py, CuPy twins in backend/kernels_cuda.py), one call per time step,
@@ -193,18 +201,28 @@ def _scratch(xp, leases: list, shape: tuple, dtype: Any):
 # --------------------------------------------------------------------------- helpers
 
 
-def _check(name, gate_count, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-    """Validate shapes and dtypes; return (T, B, I, H, dtype)."""
+def _check(name, gate_count, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None):
+    """Validate shapes and dtypes; return (T, B, I, H, dtype).
+
+    With a projection ``w_hr`` (P, H) the state h0 and W_hh's columns are P wide."""
     if x.ndim != 3:
         raise ValueError(f"{name}: input must be 3-D (T, B, input_size), got shape {tuple(x.shape)}")
     T, B, I = x.shape
     if T == 0:
         raise ValueError(f"{name}: input has no time steps")
+    if w_hr is not None and w_hr.ndim != 2:
+        raise ValueError(f"{name}: weight_hr must be (proj_size, hidden_size), got {tuple(w_hr.shape)}")
     if w_hh.ndim != 2 or w_hh.shape[0] % gate_count:
-        raise ValueError(f"{name}: weight_hh must be ({gate_count}*hidden_size, hidden_size), got {tuple(w_hh.shape)}")
-    H = w_hh.shape[1]
+        state = "hidden_size" if w_hr is None else "proj_size"
+        raise ValueError(f"{name}: weight_hh must be ({gate_count}*hidden_size, {state}), got {tuple(w_hh.shape)}")
+    # the sizes come from W_hh: (G*H, H), or (4H, P) with a projection (then W_hr is (P, H))
+    H = w_hh.shape[1] if w_hr is None else w_hh.shape[0] // gate_count
+    S = w_hh.shape[1]  # the width of the state h (P with a projection)
     GH = gate_count * H
-    expected = [("weight_ih", w_ih, (GH, I)), ("weight_hh", w_hh, (GH, H)), ("h0", h0, (B, H))]
+    expected = [("weight_ih", w_ih, (GH, I)), ("weight_hh", w_hh, (GH, S))]
+    if w_hr is not None:
+        expected.append(("weight_hr", w_hr, (S, H)))
+    expected.append(("h0", h0, (B, S)))
     if c0 is not None:
         expected.append(("c0", c0, (B, H)))
     for label, array, shape in expected + [("bias_ih", b_ih, (GH,)), ("bias_hh", b_hh, (GH,))]:
@@ -313,10 +331,15 @@ def _prev_states(hs, reverse):
 
 
 class LSTMSequence(Function):
-    """``(out, h_n, c_n) = LSTMSequence.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=, reverse=, grad_norms=)``."""
+    """``(out, h_n, c_n) = LSTMSequence.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths=, reverse=, grad_norms=)``.
+
+    ``w_hr`` (P, H) or None: PyTorch's projection (``proj_size``); see :meth:`_forward_projected`."""
 
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False, grad_norms=None):
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=None, reverse=False, grad_norms=None):
+        if w_hr is not None:
+            return LSTMSequence._forward_projected(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse,
+                                                   grad_norms)
         xp = ctx.xp
         T, B, I, H, dtype = _check("lstm_sequence", 4, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
         GH = 4 * H
@@ -343,11 +366,13 @@ class LSTMSequence(Function):
                 kernel(gates[t], hh, bias, cs[p], h_prev, mask[t], hs[n], cs[n])
         last = 0 if reverse else T
         ctx.saved = (x2, gates, hs, cs, w_ih, w_hh, mask)
-        ctx.reverse, ctx.grad_norms, ctx.w_index = reverse, grad_norms, 3
+        ctx.reverse, ctx.grad_norms, ctx.w_index, ctx.projected = reverse, grad_norms, 3, False
         return _outputs(xp, hs, mask, reverse, lengths), hs[last], cs[last].copy()
 
     @staticmethod
     def backward(ctx, dout, dh_n, dc_n):
+        if ctx.projected:
+            return LSTMSequence._backward_projected(ctx, dout, dh_n, dc_n)
         xp = ctx.xp
         x2, gates, hs, cs, w_ih, w_hh, mask = ctx.saved
         T, B, GH = gates.shape
@@ -381,6 +406,105 @@ class LSTMSequence(Function):
             ctx, xp, dgates, dgates, x2, _prev_states(hs, ctx.reverse), w_ih, T, B, I
         )
         return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
+
+    # ------------------------------------------------------------------ with a projection
+    #
+    # PyTorch's proj_size: the cell computes h_t = o * tanh(c_t) (H wide) as usual, and the
+    # state the next step reads, and the layer outputs, is its projection r_t = h_t W_hr^T
+    # (P wide). So per step there is one more GEMM each way, and the plain cell kernels are
+    # reused unchanged: forward feeds them hh = r_{t-1} W_hh^T; backward turns the gradient
+    # reaching r_t into dL/dh_t = dr_t W_hr and hands that to the cell backward as its only
+    # incoming gradient (with an all-zero carry: in H space nothing is carried, the carried
+    # state is r). The bookkeeping of padded steps (r kept, output 0) happens in P space.
+
+    @staticmethod
+    def _forward_projected(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, grad_norms):
+        xp = ctx.xp
+        T, B, I, H, dtype = _check("lstm_sequence", 4, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+        P, GH = w_hr.shape[0], 4 * H
+        mask = _mask(xp, lengths, T, B, "lstm_sequence")
+        ctx.leases = leases = []
+        x2, gates = _project_inputs(xp, leases, x, w_ih, T, B, I, GH, dtype)
+        bias = _bias(xp, b_ih, b_hh, GH, dtype)
+        w_hh, w_hr = xp.ascontiguousarray(w_hh), xp.ascontiguousarray(w_hr)
+        rs = _empty(xp, (T + 1, B, P), dtype)  # the projected states: not leased, the output views it
+        hs = _scratch(xp, leases, (T + 1, B, H), dtype)  # the cell's h before projection (dW_hr needs it)
+        cs = _scratch(xp, leases, (T + 1, B, H), dtype)
+        first = T if reverse else 0
+        rs[first] = h0
+        hs[first] = 0  # not a state; zeroed so that padded rows copy finite values
+        cs[first] = c0
+        hh = _scratch(xp, leases, (B, GH), dtype)
+        drive = _driver(ctx, "lstmp_sequence_forward", dtype)
+        if drive is not None:
+            drive(gates, w_hh, w_hr, bias, rs, hs, cs, mask, hh, reverse)
+        else:
+            kernel = ctx.backend.kernel("lstm_cell_forward")
+            matmul, w_hh_t, w_hr_t = xp.matmul, w_hh.T, w_hr.T
+            padded = None if lengths is None else mask == 0
+            for t, p, n in _steps(T, reverse):
+                matmul(rs[p], w_hh_t, out=hh)
+                kernel(gates[t], hh, bias, cs[p], hs[p], mask[t], hs[n], cs[n])
+                matmul(hs[n], w_hr_t, out=rs[n])
+                if padded is not None:  # a padded step keeps r_{t-1}
+                    xp.copyto(rs[n], rs[p], where=padded[t][:, None])
+        last = 0 if reverse else T
+        ctx.saved = (x2, gates, rs, hs, cs, w_ih, w_hh, w_hr, mask)
+        ctx.reverse, ctx.grad_norms, ctx.w_index, ctx.projected = reverse, grad_norms, 3, True
+        return _outputs(xp, rs, mask, reverse, lengths), rs[last], cs[last].copy()
+
+    @staticmethod
+    def _backward_projected(ctx, dout, dh_n, dc_n):
+        xp = ctx.xp
+        x2, gates, rs, hs, cs, w_ih, w_hh, w_hr, mask = ctx.saved
+        T, B, GH = gates.shape
+        H, I, P, dtype = GH // 4, x2.shape[1], w_hr.shape[0], gates.dtype
+        dout = xp.ascontiguousarray(dout, dtype=dtype)
+        carry = xp.array(dh_n, dtype=dtype, order="C")  # P space: what passes padded steps unchanged
+        dc = xp.array(dc_n, dtype=dtype, order="C")
+        dr_rec = xp.zeros((B, P), dtype=dtype)  # dgates_{t+1} W_hh: the recurrent part of dL/dr_t
+        leases = []  # returned to the workspace when backward returns
+        dgates = _scratch(xp, leases, (T, B, GH), dtype)
+        dr = _scratch(xp, leases, (T, B, P), dtype)  # dL/dr_t on active rows, 0 on padded ones (for dW_hr)
+        dh = xp.empty((B, H), dtype=dtype)
+        zeros = xp.zeros((B, H), dtype=dtype)
+        scratch = xp.empty((B, H), dtype=dtype)
+        dr_total = xp.empty((T, B, P), dtype=dtype) if ctx.grad_norms is not None else None
+        needs_dh0, t_first = ctx.needs_input_grad[1], (T - 1 if ctx.reverse else 0)
+        drive = _driver(ctx, "lstmp_sequence_backward", dtype)
+        if drive is not None:
+            norms_out = xp.empty((1, B, P), dtype=dtype) if dr_total is None else dr_total  # else one scratch step
+            drive(gates, cs, dout, carry, dr_rec, dc, mask, dgates, dr, dh, zeros, scratch, norms_out,
+                  w_hh, w_hr, ctx.reverse, needs_dh0)
+        else:
+            kernel = ctx.backend.kernel("lstm_cell_backward")
+            active = mask.astype(dtype)[:, :, None]  # 1 on real steps, 0 on padding
+            padded = 1 - active
+            tot = xp.empty((B, P), dtype=dtype)
+            for t, p, n in _backward_steps(T, ctx.reverse):
+                # what reaches r_t: all of it flows into the cell on active rows, on padded
+                # rows (r_t = r_{t-1}, output 0) it moves on unchanged in the carry
+                g = dr_total[t] if dr_total is not None else tot
+                xp.add(carry, dr_rec, out=g)
+                g += dout[t] * active[t]
+                xp.multiply(g, active[t], out=dr[t])
+                xp.multiply(g, padded[t], out=carry)
+                xp.matmul(dr[t], w_hr, out=dh)
+                kernel(gates[t], cs[p], cs[n], dh, zeros, zeros, dc, mask[t], dgates[t], scratch)
+                if t != t_first or needs_dh0:  # the last product only feeds dL/dh0
+                    xp.matmul(dgates[t], w_hh, out=dr_rec)
+        _record_norms(xp, ctx.grad_norms, dr_total, T)
+        needs = ctx.needs_input_grad
+        dh0 = carry + dr_rec if needs[1] else None
+        dc0 = dc if needs[2] else None
+        dx, dw_ih, dw_hh, db_ih, db_hh = _input_and_weight_grads(
+            ctx, xp, dgates, dgates, x2, _prev_states(rs, ctx.reverse), w_ih, T, B, I
+        )
+        # dW_hr = sum over steps of dr_t^T h_t: one GEMM over all steps (h_t of padded rows
+        # is finite and meets dr = 0 there)
+        h_new = hs[:-1] if ctx.reverse else hs[1:]
+        dw_hr = xp.matmul(dr.reshape(T * B, P).T, h_new.reshape(T * B, H)) if needs[7] else None
+        return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
 
 
 # --------------------------------------------------------------------------- GRU
@@ -528,12 +652,20 @@ class RNNSequence(Function):
 # --------------------------------------------------------------------------- public API
 
 
-def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False, grad_norms=None):
+def lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False, grad_norms=None,
+                  w_hr=None):
     """Run one LSTM layer in one direction over a time-major sequence.
 
     x (T, B, I); h0, c0 (B, H); w_ih (4H, I); w_hh (4H, H); b_ih, b_hh (4H,) or None.
-    Returns ``(out, h_n, c_n)``: out (T, B, H), h_n and c_n (B, H)."""
-    return LSTMSequence.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=lengths, reverse=reverse, grad_norms=grad_norms)
+    Returns ``(out, h_n, c_n)``: out (T, B, H), h_n and c_n (B, H).
+
+    ``w_hr`` (P, H): PyTorch's projection (``proj_size`` P < H). The state and the output
+    are then r_t = h_t W_hr^T: h0, h_n and out are P wide and w_hh is (4H, P); c stays H."""
+    if w_hr is None:  # seven inputs, as before the projection existed
+        return LSTMSequence.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=lengths, reverse=reverse,
+                                  grad_norms=grad_norms)
+    return LSTMSequence.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths=lengths, reverse=reverse,
+                              grad_norms=grad_norms)
 
 
 def gru_sequence(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False, grad_norms=None):

@@ -55,6 +55,25 @@ def test_lora_gradients_through_the_fused_kernel_match_finite_differences():
     assert mg.gradcheck(lambda *_: model(x)[0], *params)
 
 
+def test_lora_on_the_projection_through_the_fused_kernel_matches_finite_differences():
+    # an LSTM with proj_size runs fused too; the op reads weight_hr through its parametrization
+    mg.manual_seed(0)
+    model = SequenceModel(5, vocab_size=5, embedding_dim=3, hidden_size=4, num_layers=2,
+                          cell_options={"proj_size": 2}).double()
+    assert model.rnn.uses_fused_path() and model.rnn.proj_size == 2
+    strategy = ft.LoRA(targets=["rnn.weight_hr_l0", "rnn.weight_hh_l1"], r=1)
+    strategy.apply(model)
+    rng = np.random.default_rng(2)
+    params = []
+    with mg.no_grad():
+        for name, _, _ in strategy.adapted:
+            fn = _fn(model, name)
+            fn.lora_B.array[...] = rng.standard_normal(fn.lora_B.shape) * 0.3  # away from B = 0
+            params += [fn.lora_A, fn.lora_B]
+    x = mg.tensor(rng.integers(0, 5, (2, 4)))
+    assert mg.gradcheck(lambda *_: model(x)[0], *params)
+
+
 def test_dropout_only_in_training_and_merge_uses_none():
     model = make_lm()
     strategy = ft.LoRA(r=2, dropout=0.5)

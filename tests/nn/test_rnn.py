@@ -150,21 +150,37 @@ def test_float32_matches_torch(kind):
     assert_same(*run_both(t, m, x, fused=False), tol=F32)
 
 
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported")  # torch: oneDNN lacks it
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "generic"])
 @pytest.mark.parametrize("with_hx", [False, True], ids=["zeros", "hx"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("num_layers", [1, 2])
-def test_lstm_proj_size_matches_torch(num_layers, bidirectional, with_hx):
+def test_lstm_proj_size_matches_torch(num_layers, bidirectional, with_hx, fused):
     rng = np.random.default_rng(4)
     t, m = make_pair("lstm", 3, 6, num_layers=num_layers, bidirectional=bidirectional, proj_size=2)
-    assert not m.uses_fused_path()  # projection: the generic path
+    assert m.uses_fused_path(fused) == fused  # the projection runs fused too
     dirs = 2 if bidirectional else 1
     hx = _hx("lstm", num_layers, dirs, 2, 6, rng, proj=2) if with_hx else None
     x = rng.standard_normal((5, 2, 3))
-    res_t, res_m = run_both(t, m, x, hx=hx)
+    res_t, res_m = run_both(t, m, x, hx=hx, fused=fused)
     assert res_m["out"].shape == (5, 2, 2 * dirs)
     assert res_m["state0"].shape == (num_layers * dirs, 2, 2)
     assert res_m["state1"].shape == (num_layers * dirs, 2, 6)
+    assert {"weight_hr_l0.grad", f"weight_hr_l{num_layers - 1}.grad"} <= set(res_m)
     assert_same(res_t, res_m)
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported")  # torch: oneDNN lacks it
+@pytest.mark.parametrize("with_hx", [False, True], ids=["zeros", "hx"])
+def test_lstm_proj_size_float32_fused_matches_torch(with_hx):
+    rng = np.random.default_rng(14)
+    t, m = make_pair("lstm", 4, 9, dtype=np.float32, num_layers=2, bidirectional=True, proj_size=5)
+    hx = _hx("lstm", 2, 2, 3, 9, rng, proj=5) if with_hx else None
+    hx = tuple(h.astype(np.float32) for h in hx) if with_hx else None
+    x = rng.standard_normal((7, 3, 4)).astype(np.float32)
+    res_t, res_m = run_both(t, m, x, hx=hx, fused=True)
+    assert res_m["out"].dtype == np.float32 and res_m["out"].shape == (7, 3, 10)
+    assert_same(res_t, res_m, tol=F32)
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "generic"])
@@ -200,11 +216,27 @@ def test_variable_lengths_match_packed_sequences(kind, batch_first, fused):
     assert np.all(out[2, 1:] == 0) and np.all(out[0, 4:] == 0)  # padded steps output 0
 
 
-def test_variable_lengths_lstm_proj_matches_packed():
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported")  # torch: oneDNN lacks it
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "generic"])
+@pytest.mark.parametrize("with_hx", [False, True], ids=["zeros", "hx"])
+def test_variable_lengths_lstm_proj_matches_packed(with_hx, fused):
     rng = np.random.default_rng(7)
     t, m = make_pair("lstm", 3, 5, num_layers=2, bidirectional=True, proj_size=3)
     x = rng.standard_normal((6, 3, 3))
-    assert_same(*run_both(t, m, x, lengths=np.array([6, 2, 4])))
+    hx = _hx("lstm", 2, 2, 3, 5, rng, proj=3) if with_hx else None
+    res_t, res_m = run_both(t, m, x, hx=hx, lengths=np.array([6, 2, 4]), fused=fused)
+    assert_same(res_t, res_m)
+    assert np.all(res_m["out"][2:, 1] == 0) and np.all(res_m["out"][4:, 2] == 0)  # padded steps output 0
+
+
+def test_lstm_proj_runs_as_one_fused_node():
+    # the projection does not send the layer back to the unrolled graph
+    m = nn.LSTM(3, 6, proj_size=2)
+    out, (h, c) = m(mg.randn(5, 2, 3, requires_grad=True))
+    assert type(out.grad_fn).__name__ == "LSTMSequence" and h.shape == (1, 2, 2) and c.shape == (1, 2, 6)
+    m.fused = False
+    out, _ = m(mg.randn(5, 2, 3, requires_grad=True))
+    assert type(out.grad_fn).__name__ != "LSTMSequence"
 
 
 def test_lengths_as_tensor_and_validation():
@@ -328,13 +360,14 @@ def test_cell_step_convention_and_init_state():
 # --------------------------------------------------------------------------- fused vs generic
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_fused_equals_generic_with_lengths_and_grad_norms(kind):
+@pytest.mark.parametrize("kind,proj", [(k, 0) for k in KINDS] + [("lstm", 3)], ids=KINDS + ["lstm_proj"])
+def test_fused_equals_generic_with_lengths_and_grad_norms(kind, proj):
     rng = np.random.default_rng(9)
-    _, m = make_pair(kind, 3, 5, num_layers=2, bidirectional=True, batch_first=True)
+    extra = {"proj_size": proj} if proj else {}
+    _, m = make_pair(kind, 3, 5, num_layers=2, bidirectional=True, batch_first=True, **extra)
     m.track_grad_norms = True
     x = rng.standard_normal((4, 8, 3))
-    w = rng.standard_normal((4, 8, 10))
+    w = rng.standard_normal((4, 8, 2 * (proj or 5)))
     results = {}
     for fused in (True, False):
         assert m.uses_fused_path(fused) == fused
@@ -357,6 +390,7 @@ def test_fused_equals_generic_with_lengths_and_grad_norms(kind):
         np.testing.assert_allclose(a[3][name], b[3][name], err_msg=name, **F64)
     assert a[4].shape == b[4].shape == (4, 8)
     np.testing.assert_allclose(a[4], b[4], **F64)
+    assert np.all(a[4] > 0)
 
 
 def test_recurrent_with_builtin_cell_equals_lstm():

@@ -95,6 +95,9 @@ def test_lstm_with_projection_matches_torch(monkeypatch, compiled):
         np.testing.assert_allclose(sampler.step(x), w, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(sampler.state[0].array, h.numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(sampler.state[1].array, c.numpy(), rtol=1e-10, atol=1e-12)
+    sampler.reset()  # a prompt read through the layer's fused (projected) sequence op agrees too
+    np.testing.assert_allclose(sampler.prime(xs), want[-1], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sampler.state[0].array, h.numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_refresh_reads_changed_weights_and_errors_are_clear():
