@@ -75,6 +75,20 @@ def test_driver_matches_per_step_loop(monkeypatch, kind, dtype, lengths, reverse
     assert np.all(norms_a[0] > 0)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [1, kernels_cpu._GEMV_ROWS, kernels_cpu._GEMV_ROWS + 1, 9])
+def test_driver_matches_per_step_loop_for_few_and_many_rows(monkeypatch, kind, dtype, B):
+    # the forward product is one GEMV per row up to _GEMV_ROWS rows and one GEMM above
+    lengths = [1 + (3 * b) % 7 for b in range(B)]
+    lengths[0] = 7
+    (outs_a, grads_a, _), (outs_b, grads_b, _) = _run_both(
+        monkeypatch, kind, dtype, lengths, False, True, True, seed=B, B=B, H=9)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-6, atol=2e-6)
+    for a, b in zip(outs_a + grads_a, outs_b + grads_b):
+        np.testing.assert_allclose(a, b, **tol)
+
+
 def test_single_step_sequence(monkeypatch):
     # T = 1: the recorded-norms buffer and the scratch step have the same shape
     (outs_a, grads_a, norms_a), (outs_b, grads_b, norms_b) = _run_both(

@@ -675,6 +675,26 @@ def _gemv(w, x, y, beta):
         _dgemv(_ROW_MAJOR, _NO_TRANS, M, N, 1.0, w.ctypes.data, max(N, 1), x.ctypes.data, 1, beta, y.ctypes.data, 1)
 
 
+#: Up to this many rows, ``_times_transposed`` runs one matrix-vector product per row.
+_GEMV_ROWS = 4
+
+
+@njit(cache=True, nogil=True)
+def _times_transposed(h, w, out):
+    """out = h @ w.T for the forward recurrent product, w in PyTorch's (G*H, H) layout.
+
+    A GEMM packs all of w into its own blocked layout on every call, whatever the number
+    of rows; with a batch of a few rows that copy is most of the work. A matrix-vector
+    product reads w's rows where they lie, so for up to ``_GEMV_ROWS`` rows one GEMV per
+    row is faster (measured per step, H 128, 2 threads: 1 row 7 vs 38 us, 4 rows 28 vs
+    38 us; from 8 rows on the GEMM wins)."""
+    if h.shape[0] <= _GEMV_ROWS:
+        for b in range(h.shape[0]):
+            _gemv(w, h[b], out[b], 0.0)
+    else:
+        _gemm(h, w, out, True, 0.0)
+
+
 @njit(cache=True, nogil=True)
 def _slots(T, s, reverse):
     """Step s of the processing order: (t, slot of h_{t-1}, slot of h_t) (ops/recurrent._steps)."""
@@ -689,7 +709,7 @@ def _lstm_sequence_forward(gates, w_hh, bias, hs, cs, mask, hh, reverse):
     T = gates.shape[0]
     for s in range(T):
         t, p, n = _slots(T, s, reverse)
-        _gemm(hs[p], w_hh, hh, True, 0.0)
+        _times_transposed(hs[p], w_hh, hh)
         _lstm_cell_forward(gates[t], hh, bias, cs[p], hs[p], mask[t], hs[n], cs[n])
 
 
@@ -752,9 +772,9 @@ def _lstmp_sequence_forward(gates, w_hh, w_hr, bias, rs, hs, cs, mask, hh, rever
     T = gates.shape[0]
     for s in range(T):
         t, p, n = _slots(T, s, reverse)
-        _gemm(rs[p], w_hh, hh, True, 0.0)  # the recurrent input is the projected state r_{t-1}
+        _times_transposed(rs[p], w_hh, hh)  # the recurrent input is the projected state r_{t-1}
         _lstm_cell_forward(gates[t], hh, bias, cs[p], hs[p], mask[t], hs[n], cs[n])
-        _gemm(hs[n], w_hr, rs[n], True, 0.0)  # r_t = h_t W_hr^T
+        _times_transposed(hs[n], w_hr, rs[n])  # r_t = h_t W_hr^T
         _keep_padded_rows(mask[t], rs[p], rs[n])
 
 
@@ -780,7 +800,7 @@ def _gru_sequence_forward(gates, w_hh, bias, b_hn, hs, mask, hh, reverse):
     T = gates.shape[0]
     for s in range(T):
         t, p, n = _slots(T, s, reverse)
-        _gemm(hs[p], w_hh, hh[t], True, 0.0)
+        _times_transposed(hs[p], w_hh, hh[t])
         _gru_cell_forward(gates[t], hh[t], bias, b_hn, hs[p], mask[t], hs[n])
 
 
@@ -801,7 +821,7 @@ def _rnn_sequence_forward(gates, w_hh, bias, hs, mask, hh, reverse, relu):
     T = gates.shape[0]
     for s in range(T):
         t, p, n = _slots(T, s, reverse)
-        _gemm(hs[p], w_hh, hh, True, 0.0)
+        _times_transposed(hs[p], w_hh, hh)
         _rnn_cell_forward(gates[t], hh, bias, hs[p], mask[t], hs[n], relu)
 
 
