@@ -30,7 +30,8 @@ two losses are checked to agree before anything is timed):
   and 1 threads. Target: with the competitor, >= 0.5x of the machine-as-it-is tokens/s.
 
 microgradnn's BLAS threads are set with ``backend.threads.apply_threads`` (2 for the
-``sweep``/``issue3``/``sampling`` comparisons, as torch's ``set_num_threads(2)``). Run
+``sweep``/``issue3``/``sampling`` comparisons, as torch's ``set_num_threads(2)``; ``--threads 1``
+puts both sides on one). Run
 with ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE``: on the project's machines those
 select older OpenBLAS kernels.
 """
@@ -231,20 +232,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", default=["issue3", "sweep", "sampling", "contention"],
                         choices=["issue3", "sweep", "sampling", "contention", "drivers", "proj"])
     parser.add_argument("--steps", type=int, default=200, help="steps per contention figure (default 200)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads of both sides for the comparisons (default 2; 1 shows the single-core gap)")
     args = parser.parse_args(argv)
     import torch
 
     import microgradnn as mg
     from microgradnn.backend import cblas, threads
 
-    torch.set_num_threads(2)
-    policy = threads.apply_threads(2)  # the comparisons: both sides on 2 threads
+    torch.set_num_threads(args.threads)
+    policy = threads.apply_threads(args.threads)  # the comparisons: both sides on the same threads
     repeat = 3 if args.quick else 6
     try:
         load = " ".join(f"{x:.1f}" for x in __import__("os").getloadavg())
     except OSError:
         load = "?"
-    print(f"microgradnn {mg.__version__}, torch {torch.__version__}, numpy {np.__version__}; "
+    print(f"microgradnn {mg.__version__}, torch {torch.__version__}, numpy {np.__version__}, {args.threads} thread(s); "
           f"whole-sequence drivers: {'on' if cblas.AVAILABLE else 'OFF'}; load average at start: {load}")
     print("medians over 4 alternating blocks per side; ratio = microgradnn / torch (time)")
     try:
@@ -252,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
             if name == "contention":
                 policy.restore()
                 contention(args.steps)
-                policy = threads.apply_threads(2)
+                torch.set_num_threads(args.threads)
+                policy = threads.apply_threads(args.threads)
             else:
                 {"issue3": issue3, "sweep": sweep, "sampling": sampling, "drivers": drivers, "proj": proj}[name](repeat)
     finally:
