@@ -382,7 +382,7 @@ def _from_dist(kind: str, name: str, dist: str, items: list[Entry]) -> Entry:
         installed = ""  # registered (in-process, or a source checkout) though without metadata
     owners = [e.qualified_name for e in items if e.name == short]
     where = (f"distribution '{dist}' is not installed" if installed is None
-             else f"distribution '{dist}'" + (f" {installed}" if installed else "") + f" does not provide it")
+             else f"distribution '{dist}'" + (f" {installed}" if installed else "") + " does not provide it")
     raise NotProvidedError(kind, short, dist, installed,
                            where + (f" (now provided by {', '.join(owners)})" if owners else ""))
 

@@ -1899,7 +1899,7 @@ def einsum(equation: str, *operands: Any) -> Tensor:
     lhs, arrow, rhs = equation.partition("->")
     inputs = lhs.split(",")
     if len(inputs) != len(operands):
-        raise ValueError(f"einsum(): more operands were provided than specified in the equation" if len(operands) > len(inputs)
+        raise ValueError("einsum(): more operands were provided than specified in the equation" if len(operands) > len(inputs)
                          else "einsum(): fewer operands were provided than specified in the equation")
     letters = set(equation) - set(".,->")
     if any(c not in string.ascii_letters for c in letters):

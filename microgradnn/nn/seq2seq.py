@@ -30,8 +30,7 @@ out of every context vector; the target's padding is IGNORE_INDEX in the loss.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -206,7 +205,6 @@ class Seq2Seq(Module):
         T = tgt_in.shape[1]
         hiddens, weights, step_logits = [], [], []
         embedded = None if sampling else self.drop(self.tgt_embedding(tgt_in)).unbind(1)
-        prev = None
         for t in range(T):
             if sampling:
                 tokens = to_host(tgt_in.array[:, t])
