@@ -38,32 +38,20 @@ def test_effective_weight_is_w_plus_scaled_ba(cell):
     np.testing.assert_allclose(outputs(model, x), outputs(plain, x), rtol=1e-5, atol=1e-5)
 
 
-def test_lora_gradients_through_the_fused_kernel_match_finite_differences():
-    mg.manual_seed(0)
-    model = SequenceModel(5, vocab_size=5, embedding_dim=3, hidden_size=3, num_layers=2).double()
-    assert model.rnn.uses_fused_path()
-    strategy = ft.LoRA(targets=["rnn.weight_hh_l0", "rnn.weight_ih_l1", "head.weight"], r=2)
-    strategy.apply(model)
-    rng = np.random.default_rng(1)
-    params = []
-    with mg.no_grad():
-        for name, _, _ in strategy.adapted:
-            fn = _fn(model, name)
-            fn.lora_B.array[...] = rng.standard_normal(fn.lora_B.shape) * 0.3  # away from B = 0
-            params += [fn.lora_A, fn.lora_B]
-    x = mg.tensor(rng.integers(0, 5, (2, 4)))
-    assert mg.gradcheck(lambda *_: model(x)[0], *params)
-
-
-def test_lora_on_the_projection_through_the_fused_kernel_matches_finite_differences():
+@pytest.mark.parametrize("cell_options,targets,r,seed", [
+    ({}, ["rnn.weight_hh_l0", "rnn.weight_ih_l1", "head.weight"], 2, 1),
     # an LSTM with proj_size runs fused too; the op reads weight_hr through its parametrization
+    ({"proj_size": 2}, ["rnn.weight_hr_l0", "rnn.weight_hh_l1"], 1, 2),
+], ids=["plain", "projected"])
+def test_lora_gradients_through_the_fused_kernel_match_finite_differences(cell_options, targets, r, seed):
     mg.manual_seed(0)
-    model = SequenceModel(5, vocab_size=5, embedding_dim=3, hidden_size=4, num_layers=2,
-                          cell_options={"proj_size": 2}).double()
-    assert model.rnn.uses_fused_path() and model.rnn.proj_size == 2
-    strategy = ft.LoRA(targets=["rnn.weight_hr_l0", "rnn.weight_hh_l1"], r=1)
+    hidden = 4 if cell_options else 3
+    model = SequenceModel(5, vocab_size=5, embedding_dim=3, hidden_size=hidden, num_layers=2,
+                          cell_options=cell_options).double()
+    assert model.rnn.uses_fused_path() and model.rnn.proj_size == cell_options.get("proj_size", 0)
+    strategy = ft.LoRA(targets=targets, r=r)
     strategy.apply(model)
-    rng = np.random.default_rng(2)
+    rng = np.random.default_rng(seed)
     params = []
     with mg.no_grad():
         for name, _, _ in strategy.adapted:
