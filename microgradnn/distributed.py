@@ -21,6 +21,7 @@ message from another process is data, never code.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import sys
 from pathlib import Path
@@ -34,7 +35,8 @@ from .tensor import Tensor, batch_shard
 __all__ = [
     "ReduceOp", "is_available", "is_initialized", "init_process_group", "destroy_process_group",
     "get_rank", "get_world_size", "get_backend", "all_reduce", "broadcast", "barrier",
-    "broadcast_object_list", "all_gather_object", "abort", "batch_shard", "DistributedError", "find_mpiexec",
+    "broadcast_object_list", "all_gather_object", "abort", "batch_shard", "DistributedError", "DistBackendError",
+    "find_mpiexec",
 ]
 
 INSTALL_HINT = 'multi-process training needs the "mpi" extra: pip install "microgradnn[mpi]" (mpi4py and MPICH)'
@@ -42,6 +44,13 @@ INSTALL_HINT = 'multi-process training needs the "mpi" extra: pip install "micro
 
 class DistributedError(RuntimeError):
     """A process-group call that cannot be made (no MPI, not initialised, bad argument)."""
+
+
+class DistBackendError(DistributedError):
+    """A collective that MPI could not complete: most often another process of the group
+    has ended (killed, crashed) while this one was talking to it. The group's communicator
+    returns MPI's errors instead of aborting on them, so the process can say so (and the
+    launcher, which knows how the other process ended, can say it first)."""
 
 
 class ReduceOp(enum.Enum):
@@ -117,11 +126,16 @@ def init_process_group(backend: str = "mpi", init_method: str | None = None, tim
     if _comm is not None:
         raise DistributedError("trying to initialize the default process group twice!")
     MPI = _load_mpi()
-    comm = MPI.COMM_WORLD
-    if world_size not in (-1, None) and world_size != comm.Get_size():
-        raise DistributedError(f"init_process_group: world_size={world_size} but mpiexec started {comm.Get_size()} processes")
-    if rank not in (-1, None) and rank != comm.Get_rank():
-        raise DistributedError(f"init_process_group: rank={rank} but MPI says this process is rank {comm.Get_rank()}")
+    world = MPI.COMM_WORLD
+    if world_size not in (-1, None) and world_size != world.Get_size():
+        raise DistributedError(f"init_process_group: world_size={world_size} but mpiexec started {world.Get_size()} processes")
+    if rank not in (-1, None) and rank != world.Get_rank():
+        raise DistributedError(f"init_process_group: rank={rank} but MPI says this process is rank {world.Get_rank()}")
+    # The group's own copy of COMM_WORLD (a library leaves MPI's global communicator and
+    # its error handler as it found them), set to return errors: MPI's default handler
+    # aborts the process from inside the failing call, before anyone can say why.
+    comm = world.Dup()
+    comm.Set_errhandler(MPI.ERRORS_RETURN)
     _comm = comm
 
 
@@ -132,7 +146,36 @@ def is_initialized() -> bool:
 def destroy_process_group(group: Any = None) -> None:
     """Leave the group. MPI itself stays up until the process exits (mpi4py finalises it then)."""
     global _comm
+    if _comm is not None:
+        try:
+            _comm.Free()
+        except Exception:  # noqa: BLE001 - a group whose peers are gone is left, not freed
+            pass
     _comm = None
+
+
+def _collective(call: Any) -> Any:
+    """Turn MPI's error from inside ``call`` into :class:`DistBackendError`, naming the call."""
+
+    @functools.wraps(call)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            if _MPI is None or not isinstance(exc, _MPI.Exception):
+                raise
+            raise DistBackendError(
+                f"{call.__name__.lstrip('_')}: MPI could not complete the collective ({_mpi_reason(exc)}); "
+                "another process of the group may have ended, or the processes disagree on the call") from None
+
+    return guarded
+
+
+def _mpi_reason(exc: Any) -> str:
+    """The headline of MPICH's error string ("Message truncated", "Other MPI error"); the
+    stack below it names MPI's internals (and arrives cut at MPI_MAX_ERROR_STRING)."""
+    text = str(exc.Get_error_string()).strip()
+    return text.splitlines()[0].split(", error stack")[0] if text else f"MPI error {exc.Get_error_code()}"
 
 
 def _group() -> Any:
@@ -182,6 +225,7 @@ def _check_tensor(tensor: Any, what: str) -> None:
         raise TypeError(f"{what}: expected a Tensor, got {type(tensor).__name__}")
 
 
+@_collective
 def all_reduce_array(array: np.ndarray, op: ReduceOp = ReduceOp.SUM) -> np.ndarray:
     """Reduce a contiguous host array across the group in place; returns it."""
     comm = _group()
@@ -204,6 +248,7 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None, a
     return None
 
 
+@_collective
 def broadcast(tensor: Tensor, src: int = 0, group: Any = None, async_op: bool = False) -> None:
     """Copy ``tensor`` from rank ``src`` into the same-shaped tensor of every other rank."""
     _check_tensor(tensor, "broadcast")
@@ -216,10 +261,12 @@ def broadcast(tensor: Tensor, src: int = 0, group: Any = None, async_op: bool = 
     return None
 
 
+@_collective
 def barrier(group: Any = None, async_op: bool = False) -> None:
     _group().Barrier()
 
 
+@_collective
 def _bcast_bytes(payload: bytes | None, src: int) -> bytes:
     comm = _group()
     size = np.array([len(payload) if payload is not None else 0], dtype=np.int64)
@@ -235,6 +282,7 @@ def broadcast_object_list(object_list: list, src: int = 0, group: Any = None, de
     object_list[:] = json.loads(_bcast_bytes(mine, src).decode())
 
 
+@_collective
 def all_gather_object(object_list: list, obj: Any, group: Any = None) -> None:
     """``object_list[r]`` becomes rank r's ``obj`` (JSON-serialisable), on every rank."""
     comm = _group()
@@ -247,6 +295,13 @@ def all_gather_object(object_list: list, obj: Any, group: Any = None) -> None:
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     for r in range(comm.Get_size()):
         object_list[r] = json.loads(gathered[offsets[r]:offsets[r + 1]].tobytes().decode())
+
+
+@_collective
+def all_gather_rows(rows: np.ndarray, sizes: list[int], out: np.ndarray) -> np.ndarray:
+    """Every rank's contiguous ``rows`` (``sizes[r]`` elements from rank r) into ``out``, in rank order."""
+    _group().Allgatherv(rows, [out, sizes])
+    return out
 
 
 def abort(errorcode: int = 1) -> None:

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from .parallel import after_report, before_report
 
-        before_report(isinstance(exc, user_error_types()))
+        before_report(exc, isinstance(exc, user_error_types()))
         code = report(exc, debug)
         after_report(code, last_line())  # one of several ranks: end them all, now that it has said why
         return code

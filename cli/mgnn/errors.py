@@ -3,7 +3,7 @@
 A mistake the user can fix (a bad spec, a missing file, an unknown component, a bad
 override) prints ONE clear line (a spec with several problems prints its one report)
 on stderr and exits with status 2, never a traceback; ``--debug`` shows the traceback.
-A run that stops on a NaN/inf loss exits 1; one that diverged (its validation loss ended
+A run that stops on a NaN/inf loss, or loses one of its processes, exits 1; one that diverged (its validation loss ended
 far above a do-nothing model's, or crossed its divergence threshold) exits 3 (early
 stopping for lack of improvement is a success: 0); Ctrl-C exits 130 after saving a
 checkpoint. A closed output pipe (``mgnn check spec.yaml | head -1``) ends quietly.
@@ -62,6 +62,11 @@ def report(exc: BaseException, debug: bool) -> int:
         prefix = (f"mgnn: {tag}" if tag else "") if message.startswith("mgnn") else f"mgnn: {tag}error: "
         _say(f"{prefix}{message}")
         return EXIT_USAGE
+    from microgradnn.distributed import DistBackendError
+
+    if isinstance(exc, DistBackendError):  # another process ended: the run failed, nobody's bug
+        _say(f"mgnn: {rank_tag()}error: {exc}")
+        return EXIT_FAILED
     _say(f"mgnn: {rank_tag()}internal error: {type(exc).__name__}: {exc}" +
          ("" if debug else " (this is a bug; run again with --debug for the traceback)"))
     return EXIT_FAILED

@@ -1,8 +1,9 @@
 """``mgnn train --nproc N`` and ``mpiexec -n N mgnn train``: the command's side of MPI.
 
 * ``--nproc N`` (N > 1) starts ``mpiexec -n N python -m mgnn ...`` itself, with the same
-  arguments, and watches it: when a rank dies (an exception, ``kill -9``) MPI's launcher
-  stops the others and this parent says in one line which rank died and how.
+  arguments, each rank under a supervisor that is its parent, and watches it: when a rank
+  dies (an exception, ``kill -9``) MPI's launcher stops the others and this parent says in
+  one line which rank died and how.
 * Under ``mpiexec`` (the launcher's environment says so) each rank joins the process
   group; rank 0 alone shows the display and writes the run folder. A rank that fails says
   so in one line naming itself, then aborts the MPI job, so no rank waits for ever.
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -49,12 +51,24 @@ def process_group() -> Any:
     return parallel
 
 
-def before_report(user_error: bool) -> None:
+_PEER_GRACE_S = 10.0  # how long a rank that lost a peer leaves MPI's launcher to say how it ended
+
+
+def before_report(exc: BaseException, user_error: bool) -> None:
     """A bad spec fails every rank alike: rank 0 speaks for all (the others wait, and are
-    stopped by its abort); an error of this rank alone is reported by this rank."""
+    stopped by its abort); an error of this rank alone is reported by this rank.
+
+    A collective that failed because another rank ended (``kill -9``, a crash) is the
+    other rank's story, and only MPI's launcher knows how it ended (the signal): this rank
+    waits for the launcher to stop the job and report it, and speaks only if it is still
+    alive after :data:`_PEER_GRACE_S`."""
     import microgradnn.distributed as dist
 
-    if user_error and dist.is_initialized() and dist.get_rank() != 0:
+    if not dist.is_initialized() or dist.get_world_size() < 2:
+        return
+    if isinstance(exc, dist.DistBackendError):
+        time.sleep(_PEER_GRACE_S)
+    elif user_error and dist.get_rank() != 0:
         time.sleep(3.0)
 
 
@@ -93,13 +107,18 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 _BANNER = re.compile(r"^(=+|=\s.*|YOUR APPLICATION TERMINATED.*|This typically refers.*|Please see the FAQ.*)$")
-
-
-_MPI_ABORT = re.compile(r"^Abort\(\d+\) on node \d+ .*MPI_Abort")
+_MPI_ABORT = re.compile(r"^Abort\(\d+\) on node \d+ .*MPI_Abort")  # MPICH's echo of a rank's own abort
+# MPICH's report of an error it treats as fatal: a first line, then one line per frame of its stack.
+_MPI_FATAL = re.compile(r"^Abort\(\d+\) on node \d+ \(rank (\d+) in comm \d+\): (Fatal error in .*?)(?:, error stack:)?$")
+_MPI_FRAME = re.compile(r"^\w+\(\d+\)\.*:\s*(.*)$")
 
 
 def launch(nproc: int, argv: list[str]) -> int:
-    """Run this very command on ``nproc`` ranks under ``mpiexec``; return its exit status."""
+    """Run this very command on ``nproc`` ranks under ``mpiexec``; return its exit status.
+
+    Each rank runs under a small supervisor (:func:`supervise`), its parent, which alone
+    can read how it ended: a rank killed by a signal is named with that signal even when
+    another rank's MPI library aborts the job before MPI's launcher says anything."""
     import microgradnn.distributed as dist
 
     launcher = dist.find_mpiexec()
@@ -110,19 +129,33 @@ def launch(nproc: int, argv: list[str]) -> int:
         env = dict(os.environ, **{_PIDS_ENV: pids})
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
             env.setdefault(var, "1")  # N ranks share the cores: one thread each unless told
-        cmd = [launcher, "-n", str(nproc), sys.executable, "-m", "mgnn", *_without_nproc(argv)]
+        rank_cmd = [sys.executable, "-m", "mgnn", *_without_nproc(argv)]
+        cmd = [launcher, "-n", str(nproc), sys.executable, "-m", "mgnn.parallel", *rank_cmd]
         # Under mpiexec every rank's output is a pipe to MPI's launcher anyway; reading both
-        # streams here lets MPI's multi-line "BAD TERMINATION" banner become one line.
+        # streams here lets MPI's multi-line reports (its "BAD TERMINATION" banner, a fatal
+        # error's stack) become one line.
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
         banner: list[str] = []
+        fatal: list[tuple[str, str]] = []  # (rank, "Fatal error in ...: why") from MPICH's stacks
         said: set[str] = set()
 
         def forward(stream: Any, sink: Any) -> None:
+            in_stack = False
             for line in stream:
                 text = line.rstrip("\n")
-                if _BANNER.match(text):
+                stack = _MPI_FATAL.match(text)
+                if stack:
+                    fatal.append((stack.group(1), stack.group(2)))
+                    in_stack = True
+                elif in_stack and (_MPI_FRAME.match(text) or not text.strip()):
+                    frame = _MPI_FRAME.match(text)
+                    if frame and frame.group(1).strip():
+                        fatal[-1] = (fatal[-1][0], f"{fatal[-1][1].split(' (')[0]} ({frame.group(1).strip()})")
+                elif _BANNER.match(text):
+                    in_stack = False
                     banner.append(line)
                 elif not _MPI_ABORT.match(text):  # MPICH's own echo of an abort: the rank said why
+                    in_stack = False
                     said.add(text)
                     sink.write(line)
                     sink.flush()
@@ -143,9 +176,110 @@ def launch(nproc: int, argv: list[str]) -> int:
             if text and text not in said:
                 sys.stderr.write(text + "\n")
                 said.add(text)
-        if banner and not any(t.startswith("mgnn: rank ") for t in said):
-            sys.stderr.write(_explain(banner, Path(pids), nproc) + "\n")
+        if not any(t.startswith("mgnn: rank ") for t in said):
+            why = _first_ended(Path(pids), nproc) or (_explain(banner, Path(pids), nproc) if banner else None)
+            if why is None and fatal:
+                rank, what = fatal[0]
+                why = f"mgnn: rank {rank} of {nproc}: MPI stopped the job: {what}"
+            if why:
+                sys.stderr.write(why + "\n")
     return code
+
+
+# ----------------------------------------------------------------------------- supervisor
+
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def supervise(cmd: list[str]) -> int:
+    """``python -m mgnn.parallel CMD...``: run CMD (one rank) as this process's child and
+    end as it ended. A rank killed by a signal is written down (``<pid>.ended`` in the
+    ranks' folder) before this process dies of the same signal, so ``--nproc`` can name
+    the signal whatever order MPI tears the job down in.
+
+    The rank inherits everything (MPI's launcher talks to it through an inherited socket)
+    but runs in a process group of its own; it receives, once, the signals this process or
+    its group is sent, and dies with it (``PR_SET_PDEATHSIG``) should MPI's launcher kill
+    this process first."""
+    child: list[int] = []
+    held: list[int] = []  # signals that came before the rank existed
+
+    def relay(number: int, _frame: Any) -> None:
+        if child:
+            _send(child[0], number)
+        else:
+            held.append(number)
+
+    for sig in _FORWARDED:
+        signal.signal(sig, relay)
+    pid = os.fork()
+    if pid == 0:  # the rank: nothing but exec here (this process is single-threaded)
+        try:
+            # Its own process group: MPI's launcher signals our group (Ctrl-C), and the
+            # rank must get each signal once, from us, not twice.
+            os.setpgid(0, 0)
+            _die_with_parent()
+            os.execvp(cmd[0], cmd)  # exec resets our handlers to the defaults
+        finally:
+            os._exit(127)
+    child.append(pid)
+    for number in held:
+        _send(pid, number)
+    _, status = os.waitpid(pid, 0)
+    if not os.WIFSIGNALED(status):
+        return os.waitstatus_to_exitcode(status)
+    number = os.WTERMSIG(status)
+    folder = os.environ.get(_PIDS_ENV)
+    if folder:
+        note = {"pid": pid, "rank": os.environ.get("PMI_RANK"), "signal": number, "time": time.time()}
+        try:
+            Path(folder, f"{pid}.ended").write_text(json.dumps(note))
+        except OSError:
+            pass
+    if number in _FORWARDED:
+        signal.signal(number, signal.SIG_DFL)  # ours forwarded it; SIGKILL has no handler to reset
+    os.kill(os.getpid(), number)  # end as the rank ended: MPI's launcher sees the same signal
+    return 128 + number
+
+
+def _send(pid: int, number: int) -> None:
+    try:
+        os.kill(pid, number)
+    except ProcessLookupError:
+        pass
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel sends this process SIGKILL when its parent dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _first_ended(pids: Path, nproc: int) -> str | None:
+    """The line for the first rank its supervisor saw killed by a signal, if any."""
+    notes = []
+    for f in pids.glob("*.ended"):
+        try:
+            notes.append(json.loads(f.read_text()))
+        except (OSError, ValueError):
+            continue
+    if not notes:
+        return None
+    first = min(notes, key=lambda n: n.get("time", 0.0))
+    rank = next((f.stem for f in pids.glob("*.pid") if f.read_text().strip() == str(first["pid"])), first.get("rank"))
+    number = int(first["signal"])
+    try:
+        name = f" ({signal.Signals(number).name})"
+    except ValueError:
+        name = ""
+    return (f"mgnn: {'rank ' + str(rank) if rank is not None else 'a rank'} of {nproc} (pid {first['pid']}) ended: "
+            f"killed by signal {number}{name}; MPI stopped the other ranks; the run folder keeps its last good "
+            "checkpoint (mgnn resume RUN_DIR)")
 
 
 def _explain(banner: list[str], pids: Path, nproc: int) -> str:
@@ -178,5 +312,9 @@ def check_nproc(value: Any) -> int:
     return int(value)
 
 
-__all__ = ["under_mpi", "process_group", "before_report", "after_report", "launch", "check_nproc",
+__all__ = ["under_mpi", "process_group", "before_report", "after_report", "launch", "supervise", "check_nproc",
            "nproc_option"]
+
+
+if __name__ == "__main__":  # each rank of ``--nproc``: python -m mgnn.parallel CMD...
+    sys.exit(supervise(sys.argv[1:]))

@@ -188,7 +188,7 @@ class MPIDataParallel:
         rest, dtype = tuple(counts[0][1]), np.dtype(counts[0][2])
         sizes = [c[0] * int(np.prod(rest, dtype=np.int64)) for c in counts]
         out = np.empty((sum(c[0] for c in counts),) + rest, dtype=dtype)
-        dist._group().Allgatherv(array.astype(dtype, copy=False), [out, sizes])
+        dist.all_gather_rows(array.astype(dtype, copy=False), sizes, out)
         return np.moveaxis(out, 0, axis)
 
     def reduce_sums(self, totals: dict[str, float]) -> dict[str, float]:

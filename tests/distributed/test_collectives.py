@@ -113,3 +113,36 @@ def test_not_initialised_and_bad_backend_are_clear_errors():
         dist.init_process_group("nccl")
     with pytest.raises(dist.DistributedError, match="has not been initialized"):
         mg.nn.parallel.DistributedDataParallel(mg.nn.Linear(2, 2))
+
+
+MISMATCHED_BROADCAST = """
+import json
+import numpy as np
+import microgradnn as mg
+import microgradnn.distributed as dist
+from mpi4py import MPI
+
+before = MPI.COMM_WORLD.Get_errhandler() == MPI.ERRORS_ARE_FATAL
+dist.init_process_group()
+rank = dist.get_rank()
+t = mg.tensor(np.arange(100 if rank == 0 else 3, dtype=np.float32))  # rank 1's buffer is too small
+out = {"world_handler_kept": (MPI.COMM_WORLD.Get_errhandler() == MPI.ERRORS_ARE_FATAL) == before}
+try:
+    dist.broadcast(t, src=0)
+    out["error"] = None
+except dist.DistBackendError as exc:
+    out["error"] = str(exc)
+open(f"out{rank}.json", "w").write(json.dumps(out))
+"""
+
+
+def test_an_mpi_error_inside_a_collective_is_a_dist_backend_error(tmp_path):
+    """MPI's own error (here: rank 1's buffer too small for the broadcast) comes back as a
+    one-line DistBackendError naming the call, not mpi4py's MPI.Exception or an abort; the
+    group's communicator is its own copy, COMM_WORLD's error handler is left as it was."""
+    run_mpi(MISMATCHED_BROADCAST, tmp_path)
+    r0, r1 = (json.loads((tmp_path / f"out{r}.json").read_text()) for r in (0, 1))
+    assert r0["world_handler_kept"] and r1["world_handler_kept"]
+    assert r0["error"] is None  # the root's send completes
+    assert r1["error"].startswith("broadcast: MPI could not complete the collective (Message truncated)")
+    assert "\n" not in r1["error"]
