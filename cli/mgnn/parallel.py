@@ -79,9 +79,11 @@ def after_report(code: int, line: str = "") -> None:
 
     if dist.is_initialized() and dist.get_world_size() > 1:
         folder = os.environ.get(_PIDS_ENV)
-        if folder and line:
+        if folder:
             try:
-                Path(folder, f"{dist.get_rank()}.error").write_text(line)
+                if line:
+                    Path(folder, f"{dist.get_rank()}.error").write_text(line)
+                Path(folder, f"{dist.get_rank()}.exit").write_text(str(code or 1))
             except OSError:
                 pass
         time.sleep(0.5)  # let the launcher forward the line before the abort tears it down
@@ -171,6 +173,7 @@ def launch(nproc: int, argv: list[str]) -> int:
                 pump.join()
         finally:
             signal.signal(signal.SIGINT, previous)
+        code = _reported_code(Path(pids)) or code
         for error in sorted(Path(pids).glob("*.error")):  # lines the launcher did not forward
             text = error.read_text().strip()
             if text and text not in said:
@@ -184,6 +187,18 @@ def launch(nproc: int, argv: list[str]) -> int:
             if why:
                 sys.stderr.write(why + "\n")
     return code
+
+
+def _reported_code(pids: Path) -> int | None:
+    """The exit status the first rank that failed chose (2 for a bad spec, ...): MPI's
+    launcher returns whatever its teardown ended with, a signal's number as often as not."""
+    codes = []
+    for f in pids.glob("*.exit"):
+        try:
+            codes.append((f.stat().st_mtime_ns, int(f.read_text())))
+        except (OSError, ValueError):
+            continue
+    return min(codes)[1] if codes else None
 
 
 # ----------------------------------------------------------------------------- supervisor

@@ -100,6 +100,29 @@ def test_mpichs_fatal_error_alone_becomes_one_line(tmp_path, monkeypatch, capfd)
                      "Other MPI error (process_vm_readv failed (errno 3))"], err
 
 
+# Rank 0 refuses the spec (exit 2, the line handed over as after_report does), then
+# MPI's teardown kills rank 1: the launcher's own status is then a signal's, 9.
+REFUSES_SPEC = """\
+import os, sys
+from pathlib import Path
+folder = os.environ["MGNN_RANK_PIDS"]
+line = "mgnn: rank 0 of 2: error: train.batch_size: 1 is smaller than the 2 processes"
+sys.stderr.write(line + "\\n")
+Path(folder, "0.error").write_text(line)
+Path(folder, "0.exit").write_text("2")
+sys.exit(2)
+"""
+TORN_DOWN = "import os, signal, time; time.sleep(0.3); os.kill(os.getpid(), signal.SIGKILL)"
+
+
+def test_the_exit_status_is_the_failing_ranks_not_the_teardowns(tmp_path, monkeypatch, capfd):
+    code = _launch(tmp_path, monkeypatch, {"0": REFUSES_SPEC, "1": TORN_DOWN})
+    err = capfd.readouterr().err
+    assert code == 2
+    assert [line for line in err.splitlines() if line.strip()] == [
+        "mgnn: rank 0 of 2: error: train.batch_size: 1 is smaller than the 2 processes"]
+
+
 def test_the_supervisor_ends_as_its_rank_ended(tmp_path):
     import subprocess
 
