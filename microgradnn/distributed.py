@@ -50,7 +50,8 @@ class DistBackendError(DistributedError):
     """A collective that MPI could not complete: most often another process of the group
     has ended (killed, crashed) while this one was talking to it. The group's communicator
     returns MPI's errors instead of aborting on them, so the process can say so (and the
-    launcher, which knows how the other process ended, can say it first)."""
+    launcher, which knows how the other process ended, can say it first). Errors MPICH
+    itself deems fatal still end the process inside the call."""
 
 
 class ReduceOp(enum.Enum):
@@ -132,8 +133,8 @@ def init_process_group(backend: str = "mpi", init_method: str | None = None, tim
     if rank not in (-1, None) and rank != world.Get_rank():
         raise DistributedError(f"init_process_group: rank={rank} but MPI says this process is rank {world.Get_rank()}")
     # The group's own copy of COMM_WORLD (a library leaves MPI's global communicator and
-    # its error handler as it found them), set to return errors: MPI's default handler
-    # aborts the process from inside the failing call, before anyone can say why.
+    # its error handler as it found them), set to return errors whatever mpi4py.rc.errors
+    # says: MPI's own default aborts the process inside the failing call, saying nothing.
     comm = world.Dup()
     comm.Set_errhandler(MPI.ERRORS_RETURN)
     _comm = comm

@@ -3,8 +3,9 @@
 A mistake the user can fix (a bad spec, a missing file, an unknown component, a bad
 override) prints ONE clear line (a spec with several problems prints its one report)
 on stderr and exits with status 2, never a traceback; ``--debug`` shows the traceback.
-A run that stops on a NaN/inf loss, or loses one of its processes, exits 1; one that diverged (its validation loss ended
-far above a do-nothing model's, or crossed its divergence threshold) exits 3 (early
+A run that stops on a NaN/inf loss, or loses one of its processes, exits 1; one that
+diverged (its validation loss ended far above a do-nothing model's, or crossed its
+divergence threshold) exits 3 (early
 stopping for lack of improvement is a success: 0); Ctrl-C exits 130 after saving a
 checkpoint. A closed output pipe (``mgnn check spec.yaml | head -1``) ends quietly.
 Anything else is a bug: one line saying so (exit 1), traceback with --debug.
