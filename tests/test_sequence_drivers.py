@@ -77,16 +77,23 @@ def test_driver_matches_per_step_loop(monkeypatch, kind, dtype, lengths, reverse
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("B", [1, kernels_cpu._GEMV_ROWS, kernels_cpu._GEMV_ROWS + 1, 9])
-def test_driver_matches_per_step_loop_for_few_and_many_rows(monkeypatch, kind, dtype, B):
-    # the forward product is one GEMV per row up to _GEMV_ROWS rows and one GEMM above
+@pytest.mark.parametrize("B, H", [(1, 9), (kernels_cpu._GEMV_ROWS, 9), (kernels_cpu._GEMV_ROWS + 1, 9), (9, 9),
+                                  (kernels_cpu._TRANSPOSED_ROWS, 9), (kernels_cpu._TRANSPOSED_ROWS + 1, 9),
+                                  (kernels_cpu._TRANSPOSED_ROWS_WIDE, 128), (kernels_cpu._TRANSPOSED_ROWS_WIDE + 1, 128)])
+def test_driver_matches_per_step_loop_for_few_and_many_rows(monkeypatch, kind, dtype, B, H):
+    # the forward product takes one of three routes by batch size (one GEMV per row, the
+    # transposed GEMM into a scratch block, the plain GEMM): each side of each threshold
     lengths = [1 + (3 * b) % 7 for b in range(B)]
     lengths[0] = 7
     (outs_a, grads_a, _), (outs_b, grads_b, _) = _run_both(
-        monkeypatch, kind, dtype, lengths, False, True, True, seed=B, B=B, H=9)
-    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-6, atol=2e-6)
+        monkeypatch, kind, dtype, lengths, False, True, True, seed=B, B=B, H=H)
+    # float64 holds the math to 1e-12; in float32 the routes sum in different orders, so
+    # each array is held to 1e-4 of its own scale (a relu RNN's gradients reach ~10 here)
     for a, b in zip(outs_a + grads_a, outs_b + grads_b):
-        np.testing.assert_allclose(a, b, **tol)
+        if dtype == np.float64:
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        else:
+            assert np.abs(a - b).max() <= 1e-4 * max(1.0, float(np.abs(b).max())), (np.abs(a - b).max(), np.abs(b).max())
 
 
 def test_single_step_sequence(monkeypatch):
