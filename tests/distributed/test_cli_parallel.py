@@ -106,8 +106,10 @@ def test_a_rank_that_raises_stops_every_rank_with_one_line(folder):
     assert json.loads((folder / "runs" / "cli" / "run.json").read_text())["status"] == "completed"
 
 
-def test_a_rank_killed_mid_run_stops_the_others_and_the_run_resumes(folder):
-    _spec(folder, 3000)
+def _train_on_two_until_step_10(folder: Path, steps: int) -> tuple[subprocess.Popen, Path, Path]:
+    """Start ``mgnn train --nproc 2`` (each rank leaving its pid in ``pids/``) and return
+    once both ranks are up and a checkpoint of step 10 or later exists: (process, pids, index)."""
+    _spec(folder, steps)
     pids = folder / "pids"
     pids.mkdir()
     env = dict(mpi_env(), MGNN_RANK_PIDS=str(pids))
@@ -115,10 +117,16 @@ def test_a_rank_killed_mid_run_stops_the_others_and_the_run_resumes(folder):
                             cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     index = folder / "runs" / "cli" / "checkpoints" / "index.json"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not ((pids / "1.pid").is_file() and index.is_file()
+    while time.monotonic() < deadline and not ((pids / "0.pid").is_file() and (pids / "1.pid").is_file()
+                                               and index.is_file()
                                                and json.loads(index.read_text())["last"]["step"] >= 10):
         time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()
+    return proc, pids, index
+
+
+def test_a_rank_killed_mid_run_stops_the_others_and_the_run_resumes(folder):
+    proc, pids, index = _train_on_two_until_step_10(folder, 3000)
     victim = int((pids / "1.pid").read_text())
     os.kill(victim, signal.SIGKILL)
     killed = time.monotonic()
@@ -151,17 +159,7 @@ def test_ranks_with_different_specs_are_refused(folder):
 
 
 def test_ctrl_c_under_nproc_saves_a_checkpoint_and_every_rank_stops(folder):
-    _spec(folder, 300000)
-    pids = folder / "pids"
-    pids.mkdir()
-    env = dict(mpi_env(), MGNN_RANK_PIDS=str(pids))
-    proc = subprocess.Popen([sys.executable, "-m", "mgnn", "train", "spec.yaml", "--plain", "--nproc", "2"],
-                            cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    index = folder / "runs" / "cli" / "checkpoints" / "index.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (index.is_file() and json.loads(index.read_text())["last"]["step"] >= 10):
-        time.sleep(0.2)
-        assert proc.poll() is None, proc.communicate()
+    proc, pids, _ = _train_on_two_until_step_10(folder, 300000)
     ranks = [int((pids / f"{r}.pid").read_text()) for r in (0, 1)]
     proc.send_signal(signal.SIGINT)
     try:
