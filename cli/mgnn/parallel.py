@@ -108,6 +108,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return out
 
 
+_AFTERMATH = "MPI stopped the other ranks; the run folder keeps its last good checkpoint (mgnn resume RUN_DIR)"
 _BANNER = re.compile(r"^(=+|=\s.*|YOUR APPLICATION TERMINATED.*|This typically refers.*|Please see the FAQ.*)$")
 _MPI_ABORT = re.compile(r"^Abort\(\d+\) on node \d+ .*MPI_Abort")  # MPICH's echo of a rank's own abort
 # MPICH's report of an error it treats as fatal: a first line, then one line per frame of its stack.
@@ -149,8 +150,7 @@ def launch(nproc: int, argv: list[str]) -> int:
                 if stack:
                     fatal.append((stack.group(1), stack.group(2)))
                     in_stack = True
-                elif in_stack and (_MPI_FRAME.match(text) or not text.strip()):
-                    frame = _MPI_FRAME.match(text)
+                elif in_stack and ((frame := _MPI_FRAME.match(text)) or not text.strip()):
                     if frame and frame.group(1).strip():
                         fatal[-1] = (fatal[-1][0], f"{fatal[-1][1].split(' (')[0]} ({frame.group(1).strip()})")
                 elif _BANNER.match(text):
@@ -293,8 +293,7 @@ def _first_ended(pids: Path, nproc: int) -> str | None:
     except ValueError:
         name = ""
     return (f"mgnn: {'rank ' + str(rank) if rank is not None else 'a rank'} of {nproc} (pid {first['pid']}) ended: "
-            f"killed by signal {number}{name}; MPI stopped the other ranks; the run folder keeps its last good "
-            "checkpoint (mgnn resume RUN_DIR)")
+            f"killed by signal {number}{name}; {_AFTERMATH}")
 
 
 def _explain(banner: list[str], pids: Path, nproc: int) -> str:
@@ -308,8 +307,7 @@ def _explain(banner: list[str], pids: Path, nproc: int) -> str:
             if f.read_text().strip() == pid.group(1):
                 rank = f"rank {f.stem}"
     why = how.group(1).strip() if how else "ended abnormally"
-    return (f"mgnn: {rank} of {nproc} ({'pid ' + pid.group(1) if pid else 'unknown pid'}) ended: {why}; "
-            "MPI stopped the other ranks; the run folder keeps its last good checkpoint (mgnn resume RUN_DIR)")
+    return f"mgnn: {rank} of {nproc} ({'pid ' + pid.group(1) if pid else 'unknown pid'}) ended: {why}; {_AFTERMATH}"
 
 
 def nproc_option(p: Any) -> None:
