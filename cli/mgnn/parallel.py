@@ -137,7 +137,10 @@ def launch(nproc: int, argv: list[str]) -> int:
         # Under mpiexec every rank's output is a pipe to MPI's launcher anyway; reading both
         # streams here lets MPI's multi-line reports (its "BAD TERMINATION" banner, a fatal
         # error's stack) become one line.
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        # MPI's launcher ends with this process, however it ends (kill -9 included): the
+        # ranks (each dying with its supervisor) never train on for no one.
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                                preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
         banner: list[str] = []
         fatal: list[tuple[str, str]] = []  # (rank, "Fatal error in ...: why") from MPICH's stacks
         said: set[str] = set()
@@ -264,13 +267,14 @@ def _send(pid: int, number: int) -> None:
         pass
 
 
-def _die_with_parent() -> None:
-    """Linux: the kernel sends this process SIGKILL when its parent dies."""
+def _die_with_parent(number: int = signal.SIGKILL) -> None:
+    """Linux: the kernel sends this process ``number`` when its parent dies (MPI's
+    launcher gets SIGTERM, which it passes on to the ranks; a rank gets SIGKILL)."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        libc.prctl(1, number, 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 

@@ -249,6 +249,9 @@ class Trainer:
         self.status = "new"
         self.stop_reason: str | None = None
         self.stop_request: tuple[str, str] | None = None
+        # Set by the Ctrl-C handler, which may run between any two bytecodes; the loop
+        # turns it into a stop only where every process agrees on stopping (see _fit).
+        self._ctrl_c = False
         self._eval_window: list[float] = []
         self._metrics_state: dict[str, Any] | None = None
         self._first_val: float | None = None
@@ -670,9 +673,9 @@ class Trainer:
         previous = None
         if handle_sigint and threading.current_thread() is threading.main_thread():
             def on_sigint(signum: int, frame: Any) -> None:
-                if self.stop_request is not None and self.stop_request[0] == "interrupted":
+                if self._ctrl_c:
                     raise KeyboardInterrupt
-                self.request_stop("interrupted (Ctrl-C)", "interrupted")
+                self._ctrl_c = True  # taken at the end of this step, never in the middle of it
             previous = signal.signal(signal.SIGINT, on_sigint)
         try:
             return self._fit()
@@ -721,10 +724,7 @@ class Trainer:
                 self.callbacks.on_step(self, info)
                 if "nonfinite" not in info and self._evaluation_due(end_of_epoch):
                     self.evaluate()
-                # a stop asked on any process (a callback, a Ctrl-C) stops every one at this
-                # step, before on_step_end writes the stop's checkpoint (a collective)
-                if self.parallel.any_rank(self.stop_request is not None) and self.stop_request is None:
-                    self.request_stop("stop requested on another rank")
+                self._agree_on_stopping()
                 self.callbacks.on_step_end(self, info)
                 if self.stop_request is not None or self.step >= self.total_steps or end_of_epoch:
                     break
@@ -744,6 +744,20 @@ class Trainer:
         self.status, self.stop_reason = status, reason
         self.elapsed = elapsed0 + time.perf_counter() - started
         return self._finish()
+
+    def _agree_on_stopping(self) -> None:
+        """A stop asked on any process (a callback, a Ctrl-C) stops every one at this step,
+        before on_step_end writes the stop's checkpoint (a collective).
+
+        The Ctrl-C flag is read once, before the vote: a Ctrl-C that lands after the read
+        waits for the next step's vote. Turning it into a stop anywhere else would let one
+        process stop (and enter the checkpoint's collectives) while the others, which
+        voted to go on, enter the next step's: both would wait for ever."""
+        interrupted = self._ctrl_c
+        if self.parallel.any_rank(interrupted or self.stop_request is not None):
+            if interrupted:
+                self.request_stop("interrupted (Ctrl-C)", "interrupted")
+            self.request_stop("stop requested on another rank")  # (kept only when nothing here asked)
 
     def _judge_divergence(self) -> None:
         """A run that ends far above a do-nothing model, or far above its start, diverged."""

@@ -176,6 +176,62 @@ def test_ctrl_c_under_nproc_saves_a_checkpoint_and_every_rank_stops(folder):
     assert run["status"] == "interrupted" and run["step"] >= 10
 
 
+# Injected into every rank: at step 3 the rank goes quiet for ever (no output, no MPI call).
+HANG_AT_STEP_3 = """\
+import os, time
+if os.environ.get("PMI_RANK") is not None:
+    from microgradnn.train import trainer as _t
+    _step = _t.Trainer.train_step
+    def train_step(self, batch):
+        if self.step == 3:
+            open(os.path.join(os.environ["MGNN_RANK_PIDS"], os.environ["PMI_RANK"] + ".quiet"), "w").close()
+            time.sleep(600)
+        return _step(self, batch)
+    _t.Trainer.train_step = train_step
+"""
+
+
+def test_killing_the_nproc_command_ends_every_rank(folder):
+    """``kill -9`` of ``mgnn train --nproc 2`` (a test's timeout, a closed terminal) ends
+    MPI's launcher and the ranks too, even when they are silent and would never notice."""
+    _spec(folder, 400)
+    inject = folder / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(HANG_AT_STEP_3)
+    pids = folder / "pids"
+    pids.mkdir()
+    env = dict(mpi_env(), MGNN_RANK_PIDS=str(pids))
+    env["PYTHONPATH"] = os.pathsep.join([str(inject), env["PYTHONPATH"]])
+    proc = subprocess.Popen([sys.executable, "-m", "mgnn", "train", "spec.yaml", "--plain", "--nproc", "2"],
+                            cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not all((pids / f"{r}.quiet").is_file() for r in (0, 1)):
+        time.sleep(0.2)
+        assert proc.poll() is None
+    ranks = [int((pids / f"{r}.pid").read_text()) for r in (0, 1)]
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 20
+    alive = ranks
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [pid for pid in ranks if _alive(pid)]
+    for pid in alive:  # (so a failure leaves nothing behind for the next test)
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"ranks {alive} outlived the killed command by 20 s"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (its supervisor not yet gone) counts as ended
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
 def test_nproc_without_the_mpi_extra_says_how_to_install_it(tmp_path):
     (tmp_path / "corpus.txt").write_text((ROOT / "microgradnn" / "nn" / "rnn.py").read_text()[:3000])
     _spec(tmp_path, 10)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import microgradnn as mg
 from microgradnn import registry
 from microgradnn.nn import Recurrent
 from microgradnn.train import BuildError, Callback, Trainer, TrainError, evaluate, generate
+from microgradnn.train.parallel import SingleProcess
 
 from ._util import assert_bit_identical, base_spec, charlm_data, weights, with_, write_corpus
 
@@ -228,6 +231,35 @@ def test_unknown_monitor_is_a_clear_error(lm_spec):
     es = {"monitor": "val_acc", "mode": "max", "patience": 5, "min_delta": 0.0, "divergence_threshold": None}
     with pytest.raises(TrainError, match="val_acc.*val_loss.*val_perplexity"):
         Trainer(with_(lm_spec, train__early_stopping=es))
+
+
+class _CtrlCJustAfterAVote(SingleProcess):
+    """One process standing in for a rank of several: Ctrl-C lands just after the third
+    step's vote on stopping, which said "go on" (as it would have on the other ranks)."""
+
+    def __init__(self):
+        self.votes = []
+
+    def any_rank(self, flag):
+        self.votes.append(flag)
+        if len(self.votes) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs before this returns
+        return flag
+
+
+def test_a_ctrl_c_after_the_vote_stops_the_run_at_the_next_vote(lm_spec):
+    """A Ctrl-C is taken only where the processes vote on stopping: had this rank stopped
+    at step 3 (the vote had said go on) it would have entered the stop's checkpoint while
+    the others entered step 4's gradient reduction, and both waited for ever (a two-rank
+    Ctrl-C hung that way in CI)."""
+    seam = _CtrlCJustAfterAVote()
+    trainer = Trainer(with_(lm_spec, train__steps=50), parallel=seam)
+    summary = trainer.fit(handle_sigint=True)
+    assert seam.votes == [False, False, False, True]
+    assert summary["status"] == "interrupted" and summary["step"] == 4
+    index = json.loads((trainer.run_dir / "checkpoints" / "index.json").read_text())
+    assert index["last"]["step"] == 4  # the stop's checkpoint
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler put back
 
 
 # ----------------------------------------------------------------------------- tbptt
