@@ -81,15 +81,14 @@ def _limit(case: str, refs: dict) -> tuple[str, int, str]:
         bigger = next((s for s in tiny if s > tiny[0]), None)
         assert bigger is not None, f"every checkpoint has the first one's size: {tiny}"
         return "tiny", (tiny[0] + bigger) // 2, ".safetensors"
-    if case == "largest-checkpoint":  # several checkpoints fit, the first of the largest does not
-        first = tiny.index(max(tiny))
-        assert first > 1, tiny
-        # Half-way between the largest and the largest before it: a checkpoint records the
-        # run's elapsed seconds, whose digits (so the padded header, by 8 bytes) vary from
-        # run to run; "max - 1" let a run with a shorter float fit (1 run in 4 here).
-        below = max(tiny[:first])
-        assert max(tiny) - below >= 32, tiny
-        return "tiny", (max(tiny) + below) // 2, ".safetensors"
+    if case == "later-checkpoint":  # the first two checkpoints fit, a later (larger) one does not
+        # A checkpoint records the run's elapsed seconds, whose digits (so the header,
+        # padded to 8 bytes) vary from run to run: the limit keeps 40 bytes from the sizes
+        # that must fit and at least 40 from one that must not. ("max - 1", the largest
+        # checkpoint's size, let a run whose floats came out shorter finish: 1 in 4 here.)
+        fits = max(tiny[:2])
+        assert max(tiny[2:]) >= fits + 80, tiny
+        return "tiny", fits + 40, ".safetensors"
     if case == "metrics-append":  # every checkpoint fits; metrics.jsonl outgrows them
         return "long", max(long) + 512, "metrics.jsonl"
     if case == "run-json":  # before the first checkpoint: run.json "running" is barely written
@@ -99,7 +98,7 @@ def _limit(case: str, refs: dict) -> tuple[str, int, str]:
     raise AssertionError(case)
 
 
-CASES = ["second-checkpoint", "largest-checkpoint", "metrics-append", "run-json", "spec-yaml"]
+CASES = ["second-checkpoint", "later-checkpoint", "metrics-append", "run-json", "spec-yaml"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -124,7 +123,7 @@ def test_a_full_disk_is_one_line_and_the_run_resumes_exactly(work, references, c
     assert not metrics or metrics.endswith(b"\n")  # no partial line
 
     started = (run / "checkpoints" / "last.safetensors").is_file()
-    assert started == (case in ("second-checkpoint", "largest-checkpoint", "metrics-append")), case
+    assert started == (case in ("second-checkpoint", "later-checkpoint", "metrics-append")), case
     out = _forked.run(["resume", f"runs/{case}", "--plain"], cwd=work)  # with room again
     if not started:  # nothing to resume: resume says so in one line, and training again into the folder works
         assert out.code == 2 and "internal error" not in out.stderr, out.stderr
