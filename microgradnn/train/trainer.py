@@ -250,7 +250,8 @@ class Trainer:
         self.stop_reason: str | None = None
         self.stop_request: tuple[str, str] | None = None
         # Set by the Ctrl-C handler, which may run between any two bytecodes; the loop
-        # turns it into a stop only where every process agrees on stopping (see _fit).
+        # turns it into a stop only where every process agrees on stopping
+        # (_agree_on_stopping).
         self._ctrl_c = False
         self._eval_window: list[float] = []
         self._metrics_state: dict[str, Any] | None = None
@@ -676,6 +677,7 @@ class Trainer:
                 if self._ctrl_c:
                     raise KeyboardInterrupt
                 self._ctrl_c = True  # taken at the end of this step, never in the middle of it
+            self._ctrl_c = False
             previous = signal.signal(signal.SIGINT, on_sigint)
         try:
             return self._fit()
