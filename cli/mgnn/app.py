@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - the error policy lives in errors.py
         if isinstance(exc, SystemExit):
             raise
-        from .parallel import after_report, before_report
+        from .parallel import after_report, before_report, speaks
 
         before_report(exc, isinstance(exc, user_error_types()))
-        code = report(exc, debug)
-        after_report(code, last_line())  # one of several ranks: end them all, now that it has said why
+        code = report(exc, debug, quiet=not speaks(exc))
+        after_report(code, last_line(), exc)  # one of several ranks: end them all, now that it has said why
         return code
 
 

@@ -51,8 +51,17 @@ def user_error_types() -> tuple[type, ...]:
             RunFolderError, RunLockedError, MemoryLimitError, OnnxExportError)
 
 
-def report(exc: BaseException, debug: bool) -> int:
-    """Print ``exc`` by the policy above; the exit status."""
+def report(exc: BaseException, debug: bool, quiet: bool = False) -> int:
+    """Print ``exc`` by the policy above (nothing when ``quiet``: one of several ranks that
+    fail alike, for which rank 0 speaks); the exit status."""
+    _quiet[0] = quiet
+    try:
+        return _report(exc, debug)
+    finally:
+        _quiet[0] = False
+
+
+def _report(exc: BaseException, debug: bool) -> int:
     if debug:
         traceback.print_exc()
     if isinstance(exc, user_error_types()):
@@ -74,9 +83,12 @@ def report(exc: BaseException, debug: bool) -> int:
 
 
 _last_line = [""]  # the one line report() printed last (a failing rank also hands it to mgnn --nproc)
+_quiet = [False]
 
 
 def _say(line: str) -> None:
+    if _quiet[0]:
+        return
     _last_line[0] = line
     print(line, file=sys.stderr)
 

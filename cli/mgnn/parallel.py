@@ -64,7 +64,7 @@ def before_report(exc: BaseException, user_error: bool) -> None:
     alive after :data:`_PEER_GRACE_S`."""
     import microgradnn.distributed as dist
 
-    if not dist.is_initialized() or dist.get_world_size() < 2:
+    if not dist.is_initialized() or dist.get_world_size() < 2 or _on_every_rank(exc):
         return
     if isinstance(exc, dist.DistBackendError):
         time.sleep(_PEER_GRACE_S)
@@ -72,9 +72,27 @@ def before_report(exc: BaseException, user_error: bool) -> None:
         time.sleep(3.0)
 
 
-def after_report(code: int, line: str = "") -> None:
+def _on_every_rank(exc: BaseException) -> bool:
+    """A refusal every rank raised alike (``train.data_parallel.RefusedOnEveryRank``)."""
+    return bool(getattr(exc, "every_rank", False))
+
+
+def speaks(exc: BaseException) -> bool:
+    """Whether this rank prints its error: all but rank 0 keep quiet about a refusal every
+    rank raised alike (one line, not N)."""
+    import microgradnn.distributed as dist
+
+    if not _on_every_rank(exc) or not dist.is_initialized():
+        return True
+    return dist.get_rank() == 0
+
+
+def after_report(code: int, line: str = "", exc: BaseException | None = None) -> None:
     """End the whole MPI job once this rank has said why it fails. The line also goes to
-    ``mgnn --nproc``'s folder: MPI's launcher may tear down before it forwards the last output."""
+    ``mgnn --nproc``'s folder: MPI's launcher may tear down before it forwards the last output.
+
+    A refusal every rank raised alike needs no abort: each rank ends by itself with the same
+    status, which is then mpiexec's too (an abort's teardown may exit with a signal's number)."""
     import microgradnn.distributed as dist
 
     if dist.is_initialized() and dist.get_world_size() > 1:
@@ -86,6 +104,8 @@ def after_report(code: int, line: str = "") -> None:
                 Path(folder, f"{dist.get_rank()}.exit").write_text(str(code or 1))
             except OSError:
                 pass
+        if exc is not None and _on_every_rank(exc):
+            return
         time.sleep(0.5)  # let the launcher forward the line before the abort tears it down
         dist.abort(code or 1)
 
@@ -329,8 +349,8 @@ def check_nproc(value: Any) -> int:
     return int(value)
 
 
-__all__ = ["under_mpi", "process_group", "before_report", "after_report", "launch", "supervise", "check_nproc",
-           "nproc_option"]
+__all__ = ["under_mpi", "process_group", "before_report", "speaks", "after_report", "launch", "supervise",
+           "check_nproc", "nproc_option"]
 
 
 if __name__ == "__main__":  # each rank of ``--nproc``: python -m mgnn.parallel CMD...

@@ -42,7 +42,8 @@ from ..nn.parallel import _Bucket
 from ..tensor import batch_shard
 from .build import TrainError
 
-__all__ = ["MPIDataParallel", "launched_by_mpi", "code_hash", "spec_hash"]
+__all__ = ["MPIDataParallel", "launched_by_mpi", "code_hash", "spec_hash", "RefusedOnEveryRank",
+           "DistributedMismatch"]
 
 #: The world size an MPI launcher hands the processes it starts (MPICH's Hydra and Intel
 #: MPI: PMI_SIZE; Open MPI: OMPI_COMM_WORLD_SIZE).
@@ -100,12 +101,12 @@ class MPIDataParallel:
     # ------------------------------------------------------------------ start-up
 
     def agree(self, spec: Any) -> None:
-        """Refuse to start unless every rank has rank 0's spec and code (one line, exit 2)."""
+        """Refuse to start unless every rank has rank 0's spec and code (one line, exit 2).
+
+        Every check is made on what all ranks gathered (rank 0's batch size too), so a
+        refusal is raised on every rank alike (:class:`RefusedOnEveryRank`)."""
         batch = int((spec.get("train") or {}).get("batch_size") or 0)
-        if 0 < batch < self.world_size:
-            raise TrainError(f"train.batch_size: {batch} is the global batch, smaller than the {self.world_size} "
-                             f"processes; every rank needs at least one row: use a batch of {self.world_size} or more")
-        mine = {"spec": spec_hash(spec), "code": code_hash()}
+        mine = {"spec": spec_hash(spec), "code": code_hash(), "batch": batch}
         everyone = [None] * self.world_size
         dist.all_gather_object(everyone, mine)
         for r, theirs in enumerate(everyone):
@@ -116,6 +117,11 @@ class MPIDataParallel:
                         f"rank {r} has another {detail} than rank 0 ({what} hash {theirs[what]}, rank 0: "
                         f"{everyone[0][what]}): every rank must train the same spec with the same code"
                     )
+        batch = everyone[0]["batch"]
+        if 0 < batch < self.world_size:
+            raise RefusedOnEveryRank(
+                f"train.batch_size: {batch} is the global batch, smaller than the {self.world_size} processes; "
+                f"every rank needs at least one row: use a batch of {self.world_size} or more")
 
     def broadcast_parameters(self, model: Any) -> None:
         """Rank 0's weights and buffers on every rank (they start equal by seed; this makes sure)."""
@@ -225,7 +231,15 @@ class MPIDataParallel:
         dist.abort(code)
 
 
-class DistributedMismatch(TrainError):
+class RefusedOnEveryRank(TrainError):
+    """A refusal every rank reaches alike, from facts all of them gathered: each rank can end
+    on its own (rank 0 says why), with no MPI abort, whose teardown would choose the job's
+    exit status (a signal's number as often as the 2 of a user error)."""
+
+    every_rank = True
+
+
+class DistributedMismatch(RefusedOnEveryRank):
     """Ranks that would not train the same run (a user error: exit 2 from the command)."""
 
 

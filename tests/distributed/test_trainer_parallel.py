@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from microgradnn.train import Trainer
 
-from .conftest import mpi_env, mpi_missing
+from .conftest import mpi_env, mpi_missing, run_mpi
 
 
 def _trainer_test_helpers():
@@ -168,3 +169,32 @@ def test_a_stop_asked_on_rank_0_stops_both_ranks_at_that_step(tmp_path, lm_spec)
     for k in w:
         scale = max(float(np.abs(w[k]).max()), 1e-3)
         assert float(np.abs(w[k] - w2[k]).max()) <= 1e-6 * scale, k
+
+
+AGREE_SCRIPT = """
+import json, os, sys
+from microgradnn.train.data_parallel import MPIDataParallel, RefusedOnEveryRank
+seam = MPIDataParallel()
+spec = json.loads(sys.argv[1 + seam.rank])
+try:
+    seam.agree(spec)
+    print(f"rank {seam.rank}: agreed", flush=True)
+except RefusedOnEveryRank as exc:
+    print(f"rank {seam.rank}: refused: {type(exc).__name__}: {exc}", flush=True)
+"""
+
+
+@pytest.mark.parametrize("batches, refusal", [((1, 1), "RefusedOnEveryRank: train.batch_size: 1"),
+                                              ((1, 5), "DistributedMismatch: rank 1 has another resolved spec"),
+                                              ((5, 1), "DistributedMismatch: rank 1 has another resolved spec")])
+def test_every_rank_refuses_alike_from_what_all_gathered(tmp_path, batches, refusal):
+    """The refusals ``agree`` makes are decided on gathered facts, so every rank raises the
+    same one and none is left waiting in a collective (the batch check used to run first,
+    on each rank's own spec: rank 0 refused while rank 1 waited in the gather for ever)."""
+    specs = [json.dumps({"train": {"batch_size": b, "steps": 3}}) for b in batches]
+    done = run_mpi(AGREE_SCRIPT, tmp_path, timeout=60, args=specs)
+    # findall, not lines: MPI's launcher may put the two ranks' output on one line
+    said = sorted(re.findall(r"rank (\d): (refused: \w+: [^:(]+|agreed)", done.stdout))
+    assert [rank for rank, _ in said] == ["0", "1"], done.stdout
+    assert all(what.startswith("refused: " + refusal.split(": ")[0]) for _, what in said), done.stdout
+    assert done.stdout.count(refusal) == 2, done.stdout
