@@ -211,6 +211,9 @@ def test_killing_the_nproc_command_ends_every_rank(folder):
     while time.monotonic() < deadline and not all((pids / f"{r}.quiet").is_file() for r in (0, 1)):
         time.sleep(0.2)
         assert proc.poll() is None
+    if not all((pids / f"{r}.quiet").is_file() for r in (0, 1)):
+        proc.kill()
+        pytest.fail("the ranks did not reach step 3 within 120 s")
     ranks = [int((pids / f"{r}.pid").read_text()) for r in (0, 1)]
     proc.kill()
     proc.wait()
@@ -259,4 +262,3 @@ def test_a_global_batch_smaller_than_the_ranks_is_refused(folder):
     lines = [line for line in done.stderr.splitlines() if line.startswith("mgnn:")]
     assert len(lines) == 1 and "train.batch_size: 1 is the global batch, smaller than the 2 processes" in lines[0], \
         done.stderr
-
