@@ -54,43 +54,33 @@ def user_error_types() -> tuple[type, ...]:
 def report(exc: BaseException, debug: bool, quiet: bool = False) -> int:
     """Print ``exc`` by the policy above (nothing when ``quiet``: one of several ranks that
     fail alike, for which rank 0 speaks); the exit status."""
-    _quiet[0] = quiet
-    try:
-        return _report(exc, debug)
-    finally:
-        _quiet[0] = False
-
-
-def _report(exc: BaseException, debug: bool) -> int:
     if debug:
         traceback.print_exc()
+    code, line = _verdict(exc, debug)
+    if not quiet:
+        _last_line[0] = line
+        print(line, file=sys.stderr)
+    return code
+
+
+def _verdict(exc: BaseException, debug: bool) -> tuple[int, str]:
+    """The exit status and the one line for ``exc``."""
     if isinstance(exc, user_error_types()):
         message = str(exc) or type(exc).__name__
         if isinstance(exc, (FileNotFoundError, PermissionError)) and getattr(exc, "filename", None):
             message = f"{exc.strerror or 'not found'}: {exc.filename}"
         tag = rank_tag()  # "rank 1 of 2: " when one of several processes fails
         prefix = (f"mgnn: {tag}" if tag else "") if message.startswith("mgnn") else f"mgnn: {tag}error: "
-        _say(f"{prefix}{message}")
-        return EXIT_USAGE
+        return EXIT_USAGE, f"{prefix}{message}"
     from microgradnn.distributed import DistBackendError
 
     if isinstance(exc, DistBackendError):  # another process ended: the run failed, nobody's bug
-        _say(f"mgnn: {rank_tag()}error: {exc}")
-        return EXIT_FAILED
-    _say(f"mgnn: {rank_tag()}internal error: {type(exc).__name__}: {exc}" +
-         ("" if debug else " (this is a bug; run again with --debug for the traceback)"))
-    return EXIT_FAILED
+        return EXIT_FAILED, f"mgnn: {rank_tag()}error: {exc}"
+    return EXIT_FAILED, (f"mgnn: {rank_tag()}internal error: {type(exc).__name__}: {exc}" +
+                         ("" if debug else " (this is a bug; run again with --debug for the traceback)"))
 
 
 _last_line = [""]  # the one line report() printed last (a failing rank also hands it to mgnn --nproc)
-_quiet = [False]
-
-
-def _say(line: str) -> None:
-    if _quiet[0]:
-        return
-    _last_line[0] = line
-    print(line, file=sys.stderr)
 
 
 def last_line() -> str:
