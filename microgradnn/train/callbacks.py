@@ -22,7 +22,9 @@ of having updated anything.
 
 A callback may call ``trainer.request_stop(reason, status)``: the run saves a checkpoint
 after the current step (unless the status is ``"nan"``) and returns; ``mgnn resume``
-picks it up where it stopped. It may call ``trainer.save_checkpoint(score)``.
+picks it up where it stopped. It may call ``trainer.save_checkpoint(score)``. Across
+several processes every stop is taken where they vote on stopping, after ``on_step`` and
+``on_eval``: a stop asked in ``on_step_end`` takes effect one step later.
 """
 
 from __future__ import annotations

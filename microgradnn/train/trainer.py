@@ -253,6 +253,10 @@ class Trainer:
         # turns it into a stop only where every process agrees on stopping
         # (_agree_on_stopping).
         self._ctrl_c = False
+        # A stop one of several processes asks after this step's vote (a callback's
+        # on_step_end): it waits for the next vote, as a Ctrl-C does.
+        self._after_vote = False
+        self._deferred_stop: tuple[str, str] | None = None
         self._eval_window: list[float] = []
         self._metrics_state: dict[str, Any] | None = None
         self._first_val: float | None = None
@@ -371,7 +375,15 @@ class Trainer:
 
     def request_stop(self, reason: str = "stop requested", status: str = "stopped") -> None:
         """Ask the run to stop after the current step (it saves a checkpoint first,
-        unless the status is "nan": the last good one is kept)."""
+        unless the status is "nan": the last good one is kept).
+
+        On one of several processes, a stop asked after the step's vote on stopping (in
+        ``on_step_end``) is taken at the next step's vote: stopping alone would leave the
+        others waiting in a collective."""
+        if self._after_vote and self.parallel.world_size > 1:
+            if self._deferred_stop is None:
+                self._deferred_stop = (status, reason)
+            return
         if self.stop_request is None:
             self.stop_request = (status, reason)
 
@@ -703,12 +715,14 @@ class Trainer:
         return (self.step % self.eval_every == 0) if self.eval_every is not None else end_of_epoch
 
     def _fit(self) -> dict[str, Any]:
+        self._after_vote = False
         self.callbacks.on_start(self)
         started = time.perf_counter()
         elapsed0 = self.elapsed
         while self.step < self.total_steps and self.stop_request is None:
             drawn = 0
             for batch in self.train_batches():
+                self._after_vote = False
                 drawn += 1
                 info = self.train_step(batch)
                 end_of_epoch = False
@@ -755,11 +769,14 @@ class Trainer:
         waits for the next step's vote. Turning it into a stop anywhere else would let one
         process stop (and enter the checkpoint's collectives) while the others, which
         voted to go on, enter the next step's: both would wait for ever."""
-        interrupted = self._ctrl_c
-        if self.parallel.any_rank(interrupted or self.stop_request is not None):
+        interrupted, deferred = self._ctrl_c, self._deferred_stop
+        if self.parallel.any_rank(interrupted or deferred is not None or self.stop_request is not None):
+            if deferred is not None:
+                self.request_stop(deferred[1], deferred[0])
             if interrupted:
                 self.request_stop("interrupted (Ctrl-C)", "interrupted")
             self.request_stop("stop requested on another rank")  # (kept only when nothing here asked)
+        self._after_vote = True
 
     def _judge_divergence(self) -> None:
         """A run that ends far above a do-nothing model, or far above its start, diverged."""

@@ -171,6 +171,16 @@ def test_a_stop_asked_on_rank_0_stops_both_ranks_at_that_step(tmp_path, lm_spec)
         assert float(np.abs(w[k] - w2[k]).max()) <= 1e-6 * scale, k
 
 
+def test_a_stop_asked_on_rank_0_after_the_vote_stops_both_ranks_at_the_next_step(tmp_path, lm_spec):
+    """Asked in on_step_end (after the step's vote on stopping) on rank 0 alone, the stop is
+    taken at the next vote: rank 0 stopping at once would have waited in the checkpoint's
+    gather while rank 1 waited in the next step's all-reduce."""
+    _run(dict(lm_spec, stop_at=7, stop_hook="on_step_end"), tmp_path / "s", tmp_path / "s1.npz", 2, "float64",
+         timeout=120)
+    data = np.load(tmp_path / "s1.npz")
+    assert str(data["status"]) == "stopped" and int(data["step"]) == 8
+
+
 AGREE_SCRIPT = """
 import json, os, sys
 from microgradnn.train.data_parallel import MPIDataParallel, RefusedOnEveryRank

@@ -21,14 +21,23 @@ spec = json.loads(open(spec_path).read())
 parallel = MPIDataParallel() if launched_by_mpi() else None
 run_dir = spec.pop("run_dir")
 stop_at = spec.pop("stop_at", None)
+stop_hook = spec.pop("stop_hook", "on_step")  # or "on_step_end": after the step's vote on stopping
 
 
 class StopAt:
-    """A callback that asks for a stop at one step."""
+    """A callback that asks for a stop at one step (in ``stop_hook``)."""
 
-    def on_step(self, trainer, info):
+    def ask(self, trainer, info):
         if info["step"] == stop_at:
             trainer.request_stop(f"test stop at {stop_at}")
+
+    def on_step(self, trainer, info):
+        if stop_hook == "on_step":
+            self.ask(trainer, info)
+
+    def on_step_end(self, trainer, info):
+        if stop_hook == "on_step_end":
+            self.ask(trainer, info)
 
 
 callbacks = [StopAt()] if stop_at and (parallel is None or parallel.rank == 0) else []  # asked on rank 0 alone

@@ -263,6 +263,44 @@ def test_a_ctrl_c_after_the_vote_stops_the_run_at_the_next_vote(lm_spec):
     assert signal.getsignal(signal.SIGINT) is before  # the handler put back
 
 
+class _TwoVoters(SingleProcess):
+    """A stand-in for one of two processes that records its votes on stopping."""
+
+    world_size = 2
+
+    def __init__(self):
+        self.votes = []
+
+    def any_rank(self, flag):
+        self.votes.append(flag)
+        return flag
+
+
+class _StopInStepEnd(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, trainer, info):
+        if info["step"] == self.step:
+            trainer.request_stop(f"asked in on_step_end at {self.step}")
+
+
+def test_a_stop_asked_after_the_vote_on_one_of_several_processes_waits_for_the_next_vote(lm_spec):
+    """A callback's stop in on_step_end comes after the step's vote: one of several
+    processes stopping there alone would leave the others in the next step's collectives,
+    so it is taken at the next vote (every process then stops at the same step)."""
+    seam = _TwoVoters()
+    summary = Trainer(with_(lm_spec, train__steps=50), callbacks=[_StopInStepEnd(3)], parallel=seam).fit()
+    assert seam.votes == [False, False, False, True]
+    assert summary["status"] == "stopped" and summary["step"] == 4
+    assert summary["reason"] == "asked in on_step_end at 3"
+
+
+def test_a_stop_asked_in_on_step_end_alone_stops_at_that_step(lm_spec):
+    summary = Trainer(with_(lm_spec, train__steps=50), callbacks=[_StopInStepEnd(3)]).fit()
+    assert summary["status"] == "stopped" and summary["step"] == 3
+
+
 # ----------------------------------------------------------------------------- tbptt
 
 
