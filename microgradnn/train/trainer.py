@@ -715,7 +715,7 @@ class Trainer:
         return (self.step % self.eval_every == 0) if self.eval_every is not None else end_of_epoch
 
     def _fit(self) -> dict[str, Any]:
-        self._after_vote = False
+        self._after_vote, self._deferred_stop = False, None
         self.callbacks.on_start(self)
         started = time.perf_counter()
         elapsed0 = self.elapsed
