@@ -36,12 +36,21 @@ def records(run_dir, event=None):
 
 
 class StopAt(Callback):
-    def __init__(self, step):
-        self.step = step
+    """Asks for a stop at one step, from ``on_step`` (before the step's vote on stopping)
+    or ``on_step_end`` (after it)."""
+
+    def __init__(self, step, hook="on_step"):
+        self.step, self.hook = step, hook
+
+    def _ask(self, trainer, info, hook):
+        if hook == self.hook and info["step"] == self.step:
+            trainer.request_stop(f"test stop at {self.step}")
 
     def on_step(self, trainer, info):
-        if info["step"] == self.step:
-            trainer.request_stop(f"test stop at {self.step}")
+        self._ask(trainer, info, "on_step")
+
+    def on_step_end(self, trainer, info):
+        self._ask(trainer, info, "on_step_end")
 
 
 class Recorder(Callback):
@@ -276,28 +285,19 @@ class _TwoVoters(SingleProcess):
         return flag
 
 
-class _StopInStepEnd(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, trainer, info):
-        if info["step"] == self.step:
-            trainer.request_stop(f"asked in on_step_end at {self.step}")
-
-
 def test_a_stop_asked_after_the_vote_on_one_of_several_processes_waits_for_the_next_vote(lm_spec):
     """A callback's stop in on_step_end comes after the step's vote: one of several
     processes stopping there alone would leave the others in the next step's collectives,
     so it is taken at the next vote (every process then stops at the same step)."""
     seam = _TwoVoters()
-    summary = Trainer(with_(lm_spec, train__steps=50), callbacks=[_StopInStepEnd(3)], parallel=seam).fit()
+    summary = Trainer(with_(lm_spec, train__steps=50), callbacks=[StopAt(3, "on_step_end")], parallel=seam).fit()
     assert seam.votes == [False, False, False, True]
     assert summary["status"] == "stopped" and summary["step"] == 4
-    assert summary["reason"] == "asked in on_step_end at 3"
+    assert summary["reason"] == "test stop at 3"
 
 
 def test_a_stop_asked_in_on_step_end_alone_stops_at_that_step(lm_spec):
-    summary = Trainer(with_(lm_spec, train__steps=50), callbacks=[_StopInStepEnd(3)]).fit()
+    summary = Trainer(with_(lm_spec, train__steps=50), callbacks=[StopAt(3, "on_step_end")]).fit()
     assert summary["status"] == "stopped" and summary["step"] == 3
 
 
