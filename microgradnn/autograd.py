@@ -13,6 +13,10 @@ Autograd knows no particular op. It knows three things:
   iteratively, so graphs 10,000s of nodes deep, as BPTT makes them, are fine), calls each
   node's ``backward``, sums a broadcast gradient back to its input's shape, and
   accumulates into leaves.
+* version counters — every in-place write to an array bumps a count, each node records the
+  counts of the arrays its forward saved, and backward refuses to run a node whose saved
+  arrays were written since (PyTorch's "modified by an inplace operation" error), instead of
+  silently differentiating at the new values.
 
 A node refers to its inputs, never to its outputs, so the graph holds no reference
 cycles and Python's cyclic garbage collector has nothing to do (micrograd's closures
@@ -35,6 +39,8 @@ __all__ = [
     "set_grad_enabled",
     "is_grad_enabled",
     "unbroadcast",
+    "mark_modified",
+    "version",
 ]
 
 # --------------------------------------------------------------------------- grad mode
@@ -89,13 +95,87 @@ class enable_grad(contextlib.ContextDecorator):
         _grad_enabled = self.prev
 
 
+# --------------------------------------------------------------------------- versions
+#
+# A node's backward reads arrays its forward saved on ``ctx`` (``ctx.x = x`` for a product,
+# ``ctx.out = out`` for exp). If one of them is written in place before that backward runs
+# (an optimizer step between two backward passes of a retained graph, ``x.add_(1)`` on an
+# input that needs no gradient), the chain rule would be applied at the new values and the
+# gradient would be wrong without a sign. PyTorch counts the writes to each storage and
+# checks the counts at backward; so do we. The count belongs to the memory, not to a
+# Tensor: every view of an array (``x[0]``, ``x.T``, ``x.detach()``) shares it.
+#
+# Checking costs nothing in the usual step (forward, backward, then the optimizer writes):
+# every write also advances one global clock, each node notes the clock when it is made,
+# and backward looks at a node's saved arrays only if some write happened since.
+
+_writes: dict[int, list] = {}  # id(memory owner) -> [in-place writes so far, clock at the last one]
+_clock = 0  # in-place writes anywhere, ever
+
+
+def _memory_owner(array: Any) -> Any:
+    """The array that owns ``array``'s memory. numpy and CuPy point a view's ``.base`` at the
+    owning array directly (a view of a view too), so one step is enough; an array over
+    foreign memory (``np.frombuffer``, a memory map) is its own owner here."""
+    base = array.base
+    if base is not None and (hasattr(base, "__array_interface__") or hasattr(base, "__cuda_array_interface__")):
+        return base
+    return array
+
+
+def version(array: Any) -> int:
+    """How many in-place writes the memory under ``array`` has had (``Tensor._version``)."""
+    entry = _writes.get(id(_memory_owner(array)))
+    return 0 if entry is None else entry[0]
+
+
+def mark_modified(array: Any) -> None:
+    """Record an in-place write to ``array`` (or any view of its memory).
+
+    Every path that writes into an existing tensor's array calls this: the Tensor's in-place
+    methods, the optimizers' updates, ``load_state_dict``, the ``nn.init`` functions."""
+    global _clock
+    _clock += 1
+    owner = _memory_owner(array)
+    key = id(owner)
+    entry = _writes.get(key)
+    if entry is None:
+        try:  # forget the count with the memory, so a later array at this address starts afresh
+            weakref.finalize(owner, _writes.pop, key, None)
+        except TypeError:  # an owner without weak references (rare): its entry simply stays
+            pass
+        _writes[key] = [1, _clock]
+    else:
+        entry[0] += 1
+        entry[1] = _clock
+
+
+def _check_saved(node: "Function") -> None:
+    """Refuse to differentiate ``node`` if an array its forward saved was written since."""
+    ndarray = node.xp.ndarray
+    for value in node.__dict__.values():
+        arrays = value if type(value) is tuple or type(value) is list else (value,)
+        for array in arrays:
+            if not isinstance(array, ndarray):
+                continue
+            entry = _writes.get(id(_memory_owner(array)))
+            if entry is not None and entry[1] > node.clock:
+                raise RuntimeError(
+                    f"one of the variables needed for gradient computation has been modified by an inplace "
+                    f"operation: [{array.dtype} {list(array.shape)}], saved by {type(node).__name__}, is at version "
+                    f"{entry[0]}, written after the forward pass that saved it. Hint: make the in-place change "
+                    f"after backward, or on a .clone() of the tensor"
+                )
+
+
 # --------------------------------------------------------------------------- graph nodes
 
 
 class Variable:
     """The part of a tensor the graph needs. :class:`microgradnn.Tensor` adds the operators."""
 
-    __slots__ = ("array", "requires_grad", "_grad", "_ctx", "_out_index", "_backend", "_hooks", "_post_hooks", "__weakref__")
+    __slots__ = ("array", "requires_grad", "_grad", "_ctx", "_out_index", "_backend", "_hooks", "_post_hooks",
+                 "_counts_writes", "__weakref__")
 
     # The class an op's output is made of: a Tensor, even when an input is a Parameter.
     _output_type: type = None  # set by microgradnn.tensor
@@ -109,6 +189,7 @@ class Variable:
         self._out_index = out_index
         self._hooks: list | None = None  # hooks of a leaf; a non-leaf's live on its node
         self._post_hooks: list | None = None  # a leaf's hooks run after its .grad is accumulated
+        self._counts_writes = True  # False for PyTorch's ``.data`` alias: its writes bump no version
 
     @property
     def is_leaf(self) -> bool:
@@ -124,12 +205,16 @@ class Function:
 
     Subclasses define ``forward(ctx, *args, **kwargs)`` returning an array (or a tuple of
     arrays for several outputs) and ``backward(ctx, *grads)`` returning one gradient (or
-    ``None``) per positional input. ``ctx.xp`` is the backend's array module and
+    ``None``) per positional input. ``ctx.needs_input_grad`` (one flag per positional input,
+    all False when no graph is recorded) is set before ``forward``, so it can skip saving
+    what no gradient will read. ``ctx.xp`` is the backend's array module and
     ``ctx.backend`` the backend. Anything an op stores on ``ctx`` is released after
-    backward unless ``retain_graph=True``.
+    backward unless ``retain_graph=True``; the arrays among it (and in its tuples and lists)
+    are version-checked before backward runs (see :func:`mark_modified`).
     """
 
-    __slots__ = ("inputs", "needs_input_grad", "backend", "xp", "n_outputs", "out_meta", "out_hooks", "freed", "__dict__")
+    __slots__ = ("inputs", "needs_input_grad", "backend", "xp", "n_outputs", "out_meta", "out_hooks", "freed",
+                 "clock", "__dict__")
 
     differentiable: bool = True  # False for ops like comparisons: outputs never require grad
 
@@ -168,6 +253,12 @@ class Function:
                 arrays.append(arg)
         ctx.backend = backend
         ctx.xp = backend.xp
+        record = requires_grad and _grad_enabled and cls.differentiable
+        # Known before forward, so an op saves only what the gradients it will be asked for
+        # read (a product needs W only for x's gradient): less memory, and no version check
+        # on arrays its backward will never touch (as PyTorch).
+        ctx.needs_input_grad = (tuple(isinstance(a, Variable) and a.requires_grad for a in args) if record
+                                else (False,) * len(args))
         try:
             out = cls.forward(ctx, *arrays, **kwargs)
         except ValueError as exc:  # numpy's broadcasting error names neither the op nor PyTorch's error type
@@ -182,12 +273,11 @@ class Function:
         elif not isinstance(out, ndarray):
             out = ctx.xp.asarray(out)
         make = args[first]._output_type
-        record = requires_grad and _grad_enabled and cls.differentiable
         if record:
             ctx.inputs = args
-            ctx.needs_input_grad = tuple(isinstance(a, Variable) and a.requires_grad for a in args)
             ctx.out_hooks = None
             ctx.freed = False
+            ctx.clock = _clock
         else:
             ctx = None
         if type(out) is tuple:
@@ -358,6 +448,8 @@ def backward(root: Variable, grad: Any = None, retain_graph: bool = False) -> No
             for index, hooks in node.out_hooks.items():
                 if grads[index] is not None:
                     grads[index] = _run_hooks(hooks, node.xp.asarray(grads[index]))
+        if node.clock != _clock:  # something was written in place since this node was made
+            _check_saved(node)
         if node.n_outputs == 1:
             input_grads = node.backward(node, grads[0])
         else:

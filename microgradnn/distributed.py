@@ -212,7 +212,7 @@ def _store(tensor: Tensor, host: np.ndarray) -> None:
     if host is tensor.array:
         return
     xp = tensor._backend.xp
-    tensor.array[...] = host if xp is np else xp.asarray(host)
+    tensor._store(..., host if xp is np else xp.asarray(host))
 
 
 def _mpi_op(op: ReduceOp) -> Any:

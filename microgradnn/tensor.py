@@ -200,6 +200,7 @@ class Tensor(Variable):
         self._out_index = out_index
         self._hooks = None
         self._post_hooks = None
+        self._counts_writes = True
 
     # ------------------------------------------------------------------ attributes
 
@@ -262,10 +263,13 @@ class Tensor(Variable):
         """PyTorch's ``.data``: this tensor's storage as a Tensor with no autograd history.
 
         Writes through it (``p.data.add_(...)``, ``p.data[0] = 1``) change ``p`` and are not
-        recorded in the graph. The raw backend array is ``.array`` (what the library itself
-        uses); users get a numpy array from ``.numpy()``.
+        recorded in the graph, nor counted in ``p._version`` (as PyTorch: a backward that
+        needs the old values then runs on the new ones). The raw backend array is ``.array``
+        (what the library itself uses); users get a numpy array from ``.numpy()``.
         """
-        return Tensor(self.array, self._backend)
+        alias = Tensor(self.array, self._backend)
+        alias._counts_writes = False
+        return alias
 
     @data.setter
     def data(self, value: "Tensor") -> None:
@@ -274,6 +278,12 @@ class Tensor(Variable):
         if value._backend is not self._backend and value._backend.name != self._backend.name:
             raise RuntimeError(f"data set to a tensor on {value.device} for a tensor on {self.device}")
         self.array = value.array
+
+    @property
+    def _version(self) -> builtins.int:
+        """How many in-place writes this tensor's memory has had (PyTorch's ``Tensor._version``;
+        views share it). A backward whose saved tensors were written since refuses to run."""
+        return autograd.version(self.array)
 
     @property
     def grad(self) -> "Tensor | None":
@@ -428,14 +438,24 @@ class Tensor(Variable):
     def _value(self, other: Any) -> Any:
         return other.array if isinstance(other, Variable) else other
 
+    def _count_write(self) -> None:
+        """Count an in-place write in ``_version`` (see :func:`autograd.mark_modified`)."""
+        if self._counts_writes:
+            autograd.mark_modified(self.array)
+
+    def _store(self, index: Any, values: Any) -> None:
+        """``array[index] = values``, counted in ``_version``."""
+        self.array[index] = values
+        self._count_write()
+
     def zero_(self) -> "Tensor":
         self._check_inplace("zero_")
-        self.array[...] = 0
+        self._store(..., 0)
         return self
 
     def fill_(self, value: Any) -> "Tensor":
         self._check_inplace("fill_")
-        self.array[...] = self._value(value)
+        self._store(..., self._value(value))
         return self
 
     def copy_(self, src: Any) -> "Tensor":
@@ -443,7 +463,7 @@ class Tensor(Variable):
         value = self._value(src)
         if not isinstance(value, type(self.array)):
             value = _move_array(value, self._backend)
-        self.array[...] = value
+        self._store(..., value)
         return self
 
     def _write(self, name: str, values: Any) -> "Tensor":
@@ -464,7 +484,7 @@ class Tensor(Variable):
                 broadcast = tuple(shape)
             if broadcast != self.shape:
                 raise RuntimeError(f"{name}: output with shape {list(self.shape)} doesn't match the broadcast shape {list(broadcast)}")
-        self.array[...] = values
+        self._store(..., values)
         return self
 
     def _no_graph(self, fn: Callable[[], "Tensor"]) -> "Tensor":
@@ -520,18 +540,18 @@ class Tensor(Variable):
 
     def uniform_(self, a: builtins.float = 0.0, b: builtins.float = 1.0, *, generator: "Generator | None" = None) -> "Tensor":
         self._check_inplace("uniform_")
-        self.array[...] = self._seeded(generator).uniform(a, b, self.shape).astype(self.dtype)
+        self._store(..., self._seeded(generator).uniform(a, b, self.shape).astype(self.dtype))
         return self
 
     def normal_(self, mean: builtins.float = 0.0, std: builtins.float = 1.0, *, generator: "Generator | None" = None) -> "Tensor":
         self._check_inplace("normal_")
         # standard_normal * std + mean: CuPy's Generator has no .normal(); same values on numpy
-        self.array[...] = (self._seeded(generator).standard_normal(self.shape) * std + mean).astype(self.dtype)
+        self._store(..., (self._seeded(generator).standard_normal(self.shape) * std + mean).astype(self.dtype))
         return self
 
     def bernoulli_(self, p: builtins.float = 0.5, *, generator: "Generator | None" = None) -> "Tensor":
         self._check_inplace("bernoulli_")
-        self.array[...] = (self._seeded(generator).random(self.shape) < self._value(p)).astype(self.dtype)
+        self._store(..., (self._seeded(generator).random(self.shape) < self._value(p)).astype(self.dtype))
         return self
 
     def random_(self, from_: builtins.int | None = None, to: builtins.int | None = None, *, generator: "Generator | None" = None) -> "Tensor":
@@ -543,12 +563,12 @@ class Tensor(Variable):
                             else 2 if self.dtype.kind == "b" else builtins.int(np.iinfo(self.dtype).max))
         elif to is None:
             from_, to = 0, from_
-        self.array[...] = self._seeded(generator).integers(from_, to, self.shape).astype(self.dtype)
+        self._store(..., self._seeded(generator).integers(from_, to, self.shape).astype(self.dtype))
         return self
 
     def exponential_(self, lambd: builtins.float = 1.0, *, generator: "Generator | None" = None) -> "Tensor":
         self._check_inplace("exponential_")
-        self.array[...] = (-self._backend.xp.log1p(-self._seeded(generator).random(self.shape)) / lambd).astype(self.dtype)
+        self._store(..., (-self._backend.xp.log1p(-self._seeded(generator).random(self.shape)) / lambd).astype(self.dtype))
         return self
 
     def _inplace_or_new(self, name: str, inplace: Callable[[], Any], new: Callable[[], "Tensor"]) -> "Tensor":
@@ -557,6 +577,7 @@ class Tensor(Variable):
         error for a leaf that requires grad; otherwise a new node (the name is rebound)."""
         if not (self.requires_grad and autograd.is_grad_enabled()):
             inplace()
+            self._count_write()
             return self
         if self.is_leaf:
             raise RuntimeError(
@@ -584,8 +605,9 @@ class Tensor(Variable):
         if steps is not None:  # PyTorch's dimension order (see __getitem__); basic indexing is a view
             basic, advanced = steps
             self.array[basic][advanced] = self._value(value)
+            self._count_write()
             return
-        self.array[index] = self._value(value)
+        self._store(index, self._value(value))
 
     # ------------------------------------------------------------------ arithmetic
 

@@ -344,8 +344,8 @@ class AdaLoRA(LoRA):
         candidates.sort(key=lambda c: c[0])  # least important first
         with no_grad():
             for _, w, i in candidates[: active - budget]:
-                fns[w].rank_mask.array[i] = 0
-                fns[w].lora_E.array[i] = 0
+                fns[w].rank_mask._store(i, 0)
+                fns[w].lora_E._store(i, 0)
 
     # -- reporting ----------------------------------------------------------------
 

@@ -112,7 +112,7 @@ class Prompt(Strategy):
                 pad = getattr(embedding, "padding_idx", None)
                 if pad is not None and vocab > 1:
                     ids[ids == pad] = (pad + 1) % vocab  # the padding row is all zeros
-                prompt.array[...] = table.array[ids]
+                prompt._store(..., table.array[ids])
             else:
                 std = float(table.array.std()) if table is not None else 1.0
                 prompt.normal_(0.0, std or 1.0)

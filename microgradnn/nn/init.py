@@ -87,7 +87,7 @@ def _draw(tensor: Tensor, generator: Any) -> Any:
 
 def _write(tensor: Tensor, values: Any) -> Tensor:
     xp = tensor._backend.xp
-    tensor.array[...] = xp.asarray(values).astype(tensor.dtype, copy=False)
+    tensor._store(..., xp.asarray(values).astype(tensor.dtype, copy=False))
     return tensor
 
 
@@ -146,7 +146,7 @@ def _erfinv_newton(u: np.ndarray) -> np.ndarray:
 
 @no_grad()
 def constant_(tensor: Tensor, val: float) -> Tensor:
-    tensor.array[...] = val
+    tensor._store(..., val)
     return tensor
 
 

@@ -114,7 +114,7 @@ class Embedding(Module):
     def reset_parameters(self) -> None:
         init.normal_(self.weight, 0.0, 1.0)
         if self.padding_idx is not None:
-            self.weight.array[self.padding_idx] = 0
+            self.weight._store(self.padding_idx, 0)
 
     @classmethod
     def from_pretrained(cls, embeddings: Tensor, freeze: bool = True, padding_idx: int | None = None,

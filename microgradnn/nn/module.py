@@ -341,7 +341,7 @@ class Module:
         with no_grad():
             for key, array in arrays.items():
                 target = own[key]
-                target.array[...] = _move_array(array, target._backend).astype(target.dtype, copy=False)
+                target._store(..., _move_array(array, target._backend).astype(target.dtype, copy=False))
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ display

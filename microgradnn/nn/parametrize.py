@@ -77,7 +77,7 @@ class ParametrizationList(Module):
             if tuple(value.shape) != tuple(self.original.shape):
                 raise ValueError(f"cannot assign a tensor of shape {tuple(value.shape)} to a parametrized tensor "
                                  f"whose original has shape {tuple(self.original.shape)}")
-            self.original.array[...] = _move_array(value.array, self.original._backend).astype(self.original.dtype, copy=False)
+            self.original._store(..., _move_array(value.array, self.original._backend).astype(self.original.dtype, copy=False))
 
 
 def register_parametrization(module: Module, tensor_name: str, parametrization: Module, *,

@@ -94,7 +94,10 @@ class Sub(Function):
 class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.a, ctx.b = a, b = _promote(a, b)
+        a, b = _promote(a, b)
+        need_a, need_b = ctx.needs_input_grad
+        # each factor's gradient reads only the other factor
+        ctx.a, ctx.b = (a if need_b else None), (b if need_a else None)
         return a * b
 
     @staticmethod
@@ -108,15 +111,15 @@ class Div(Function):
     def forward(ctx, a, b):
         a, b = _promote(a, b, division=True)
         ctx.b = b
-        ctx.out = out = a / b
-        return out
+        ctx.a = a if ctx.needs_input_grad[1] else None  # only b's gradient reads a
+        return a / b
 
     @staticmethod
     def backward(ctx, grad):
         need_a, need_b = ctx.needs_input_grad
         grad_a = grad / ctx.b
         # d(a/b)/db = -a/b^2 = -(a/b)/b
-        return (grad_a if need_a else None), (-grad_a * ctx.out if need_b else None)
+        return (grad_a if need_a else None), (-grad_a * (ctx.a / ctx.b) if need_b else None)
 
 
 class Neg(Function):

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..autograd import enable_grad
+from ..autograd import enable_grad, mark_modified
 from ..tensor import Tensor, _move_array
 
 __all__ = ["Optimizer", "required"]
@@ -200,6 +200,7 @@ class Optimizer:
                 if not state:
                     self._init_state(group, p, state)
                 self._update(group, p, grad, state)
+                mark_modified(p.array)  # as PyTorch, a step bumps p._version: a graph made before it is stale
         return loss
 
     def _init_state(self, group: dict[str, Any], p: Tensor, state: dict[str, Any]) -> None:
