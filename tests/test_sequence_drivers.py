@@ -79,10 +79,13 @@ def test_driver_matches_per_step_loop(monkeypatch, kind, dtype, lengths, reverse
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("B, H", [(1, 9), (kernels_cpu._GEMV_ROWS, 9), (kernels_cpu._GEMV_ROWS + 1, 9), (9, 9),
                                   (kernels_cpu._TRANSPOSED_ROWS, 9), (kernels_cpu._TRANSPOSED_ROWS + 1, 9),
-                                  (kernels_cpu._TRANSPOSED_ROWS_WIDE, 128), (kernels_cpu._TRANSPOSED_ROWS_WIDE + 1, 128)])
+                                  (kernels_cpu._BACKWARD_TRANSPOSED_ROWS, kernels_cpu._BACKWARD_TRANSPOSED_WIDTH),
+                                  (kernels_cpu._BACKWARD_TRANSPOSED_ROWS + 1, kernels_cpu._BACKWARD_TRANSPOSED_WIDTH),
+                                  (kernels_cpu._BACKWARD_TRANSPOSED_ROWS, kernels_cpu._BACKWARD_TRANSPOSED_WIDTH - 1)])
 def test_driver_matches_per_step_loop_for_few_and_many_rows(monkeypatch, kind, dtype, B, H):
     # the forward product takes one of three routes by batch size (one GEMV per row, the
-    # transposed GEMM into a scratch block, the plain GEMM): each side of each threshold
+    # transposed GEMM into a scratch block, the plain GEMM), the backward one of two by
+    # batch size and width (transposed or plain): each side of each threshold
     lengths = [1 + (3 * b) % 7 for b in range(B)]
     lengths[0] = 7
     (outs_a, grads_a, _), (outs_b, grads_b, _) = _run_both(

@@ -10,7 +10,7 @@ measured (2-core EPYC, benchmarks/README.md):
   and needs scipy as a dependency;
 * ``numpy.matmul`` from Python, once per step: what the per-step path does; ~2-3 us of
   interpreter and dispatch per call, forward and backward;
-* **this module**: the ``cblas_?gemm`` / ``cblas_?gemv`` that numpy itself links (the
+* **this module**: the ``cblas_?gemm`` / ``cblas_?gemv`` (and ``cblas_?omatcopy``, a transpose) that numpy itself links (the
   OpenBLAS bundled in numpy's wheels, 64-bit integer interface, symbols prefixed
   ``scipy_`` and suffixed ``64_``), declared to numba by symbol name. Compiled code calls
   it directly, the same library and the same thread pool as every other matrix product of
@@ -30,10 +30,13 @@ import os
 
 import numpy as np
 
-__all__ = ["AVAILABLE", "LIBRARY", "SGEMM", "DGEMM", "SGEMV", "DGEMV"]
+__all__ = ["AVAILABLE", "LIBRARY", "SGEMM", "DGEMM", "SGEMV", "DGEMV", "SOMATCOPY", "DOMATCOPY"]
 
 SGEMM, DGEMM = "scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"
 SGEMV, DGEMV = "scipy_cblas_sgemv64_", "scipy_cblas_dgemv64_"
+# OpenBLAS's out-of-place transpose (an extension every OpenBLAS has): vectorised, where a
+# compiled loop of ours moves one element at a time
+SOMATCOPY, DOMATCOPY = "scipy_cblas_somatcopy64_", "scipy_cblas_domatcopy64_"
 
 
 def _find_numpy_openblas() -> str | None:
@@ -47,7 +50,7 @@ def _find_numpy_openblas() -> str | None:
         for path in sorted(glob.glob(pattern)):
             try:
                 lib = ctypes.CDLL(path)
-                if all(hasattr(lib, name) for name in (SGEMM, DGEMM, SGEMV, DGEMV)):
+                if all(hasattr(lib, name) for name in (SGEMM, DGEMM, SGEMV, DGEMV, SOMATCOPY, DOMATCOPY)):
                     return path
             except OSError:
                 continue

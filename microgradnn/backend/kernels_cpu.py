@@ -645,6 +645,9 @@ _sgemm = _t.ExternalFunction(_cblas.SGEMM, _t.void(*_gemm_args(_t.float32)))
 _dgemm = _t.ExternalFunction(_cblas.DGEMM, _t.void(*_gemm_args(_t.float64)))
 _sgemv = _t.ExternalFunction(_cblas.SGEMV, _t.void(*_gemv_args(_t.float32)))
 _dgemv = _t.ExternalFunction(_cblas.DGEMV, _t.void(*_gemv_args(_t.float64)))
+_omatcopy_args = lambda real: (_i32, _i32, _i64, _i64, real, _i64, _i64, _i64, _i64)  # noqa: E731
+_somatcopy = _t.ExternalFunction(_cblas.SOMATCOPY, _t.void(*_omatcopy_args(_t.float32)))
+_domatcopy = _t.ExternalFunction(_cblas.DOMATCOPY, _t.void(*_omatcopy_args(_t.float64)))
 
 
 @njit(cache=True, nogil=True)
@@ -675,10 +678,26 @@ def _gemv(w, x, y, beta):
         _dgemv(_ROW_MAJOR, _NO_TRANS, M, N, 1.0, w.ctypes.data, max(N, 1), x.ctypes.data, 1, beta, y.ctypes.data, 1)
 
 
-#: The batch sizes at which ``_times_transposed`` changes route (see there).
+@njit(cache=True, nogil=True)
+def _transpose_into(a, out):
+    """out = a.T for an (M, N) a and an (N, M) out, rows of both contiguous (any row stride).
+
+    OpenBLAS's ``omatcopy``: a compiled element-by-element loop of ours took 55-60 us for the
+    (1024, 32) block of an LSTM step at H 256 right after the GEMM that wrote it, omatcopy ~12."""
+    M, N = a.shape
+    size = a.itemsize
+    lda, ldo = a.strides[0] // size, out.strides[0] // size
+    if size == 4:
+        _somatcopy(_ROW_MAJOR, _TRANS, M, N, np.float32(1.0), a.ctypes.data, max(lda, 1), out.ctypes.data, max(ldo, 1))
+    else:
+        _domatcopy(_ROW_MAJOR, _TRANS, M, N, 1.0, a.ctypes.data, max(lda, 1), out.ctypes.data, max(ldo, 1))
+
+
+#: The batch sizes and widths at which ``_times_transposed`` and ``_times_weight`` change route.
 _GEMV_ROWS = 4
-_TRANSPOSED_ROWS = 16
-_TRANSPOSED_ROWS_WIDE = 32
+_TRANSPOSED_ROWS = 128
+_BACKWARD_TRANSPOSED_ROWS = 32
+_BACKWARD_TRANSPOSED_WIDTH = 256
 
 
 @njit(cache=True, nogil=True)
@@ -691,27 +710,47 @@ def _times_transposed(h, w, out):
 
     * up to ``_GEMV_ROWS`` rows, one matrix-vector product per row reads w's rows where
       they lie;
-    * up to ``_TRANSPOSED_ROWS`` rows (``_TRANSPOSED_ROWS_WIDE`` from H 128 on), the
-      product the other way round, ``out.T = w @ h.T``, into a scratch block that is then
-      transposed into ``out``: OpenBLAS then gives w the role its kernels pack cheaply
-      (avx512 EPYC, H 256: 35 vs 72 us at 8 rows, 70 vs 101 at 32, 16 rows 2x at H 64-512);
-    * beyond, the plain GEMM, which wins from 64 rows on.
+    * up to ``_TRANSPOSED_ROWS`` rows, the product the other way round, ``out.T = w @ h.T``,
+      into a scratch block that OpenBLAS's ``omatcopy`` then transposes into ``out``: OpenBLAS
+      gives w the role its kernels pack cheaply (Xeon, avx512, 2 threads, LSTM H 256: 134 vs
+      184 us at 32 rows, 217 vs 241 at 64, 515 vs 563 at 128; H 128, 8 rows: 20 vs 33);
+    * beyond, the plain GEMM (not measured there).
     """
-    B, H = h.shape[0], h.shape[1]
+    B = h.shape[0]
     if B <= _GEMV_ROWS:
         for b in range(B):
             _gemv(w, h[b], out[b], 0.0)
-    elif B <= _TRANSPOSED_ROWS or (B <= _TRANSPOSED_ROWS_WIDE and H >= 128):
-        G = w.shape[0]
-        block = np.empty((G, B), out.dtype)
+    elif B <= _TRANSPOSED_ROWS:
+        block = np.empty((w.shape[0], B), out.dtype)
         _gemm(w, h, block, True, 0.0)
-        for j0 in range(0, G, 16):  # a strip of 16 of block's rows stays in L1 while b sweeps
-            j1 = min(j0 + 16, G)
-            for b in range(B):
-                for j in range(j0, j1):
-                    out[b, j] = block[j, b]
+        _transpose_into(block, out)
     else:
         _gemm(h, w, out, True, 0.0)
+
+
+@njit(cache=True, nogil=True)
+def _times_weight(g, w, out):
+    """out = g @ w for the backward recurrent product (g (B, G*H) gate gradients, w (G*H, H)).
+
+    For a wide layer and a small batch, ``out.T = w.T @ g.T`` (both operands transposed) and
+    one ``omatcopy`` is faster, for the same reason as in :func:`_times_transposed` (Xeon,
+    2 threads, LSTM H 256, 32 rows: 144 vs 186 us; H 512, 32 rows: 743 vs 792); with 64
+    rows or more, or H 128 and less, the plain GEMM is (H 128, 32 rows: 47 vs 50)."""
+    B, H = g.shape[0], w.shape[1]
+    if _GEMV_ROWS < B <= _BACKWARD_TRANSPOSED_ROWS and H >= _BACKWARD_TRANSPOSED_WIDTH:
+        G = w.shape[0]
+        block = np.empty((H, B), out.dtype)
+        size = g.itemsize
+        ldw, ldg = w.strides[0] // size, g.strides[0] // size
+        if size == 4:
+            _sgemm(_ROW_MAJOR, _TRANS, _TRANS, H, B, G, np.float32(1.0), w.ctypes.data, max(ldw, 1),
+                   g.ctypes.data, max(ldg, 1), np.float32(0.0), block.ctypes.data, max(B, 1))
+        else:
+            _dgemm(_ROW_MAJOR, _TRANS, _TRANS, H, B, G, 1.0, w.ctypes.data, max(ldw, 1),
+                   g.ctypes.data, max(ldg, 1), 0.0, block.ctypes.data, max(B, 1))
+        _transpose_into(block, out)
+    else:
+        _gemm(g, w, out, False, 0.0)
 
 
 @njit(cache=True, nogil=True)
@@ -741,7 +780,7 @@ def _lstm_sequence_backward(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_
         _lstm_cell_backward(acts[t], cs[p], cs[n], dout[t], carry, dh_rec, dc, mask[t], dgates[t],
                             dh_total[t] if record else dh_total[0])
         if k != T - 1 or needs_dh0:  # the last product only feeds dL/dh0
-            _gemm(dgates[t], w_hh, dh_rec, False, 0.0)
+            _times_weight(dgates[t], w_hh, dh_rec)
 
 
 # The LSTM with a projection (PyTorch's ``proj_size``): the cell's h_t = o * tanh(c_t) (H
@@ -805,13 +844,13 @@ def _lstmp_sequence_backward(acts, cs, dout, carry, dr_rec, dc, mask, dgates, dr
     for k in range(T):
         t, p, n = _slots(T, T - 1 - k, reverse)
         _projected_grad_step(dout[t], carry, dr_rec, mask[t], dr[t], dr_total[t] if record else dr_total[0])
-        _gemm(dr[t], w_hr, dh, False, 0.0)  # dL/dh_t = dr_t W_hr (0 on padded rows)
+        _times_weight(dr[t], w_hr, dh)  # dL/dh_t = dr_t W_hr (0 on padded rows)
         # The plain cell backward with dh as its only incoming gradient: carry and dh_rec are
         # the same all-zero (B, H) array (it stays zero: active rows reset it to 0, padded
         # rows write 0 + 0), padded rows get zero gate gradients and pass dc on unchanged.
         _lstm_cell_backward(acts[t], cs[p], cs[n], dh, zeros, zeros, dc, mask[t], dgates[t], scratch)
         if k != T - 1 or needs_dh0:  # the last product only feeds dL/dh0
-            _gemm(dgates[t], w_hh, dr_rec, False, 0.0)
+            _times_weight(dgates[t], w_hh, dr_rec)
 
 
 @njit(**_RNN_OPTS)
@@ -832,7 +871,7 @@ def _gru_sequence_backward(acts, hh, hs, dout, carry, dh_rec, mask, dgx, dgh, dh
         _gru_cell_backward(acts[t], hh[t], hs[p], dout[t], carry, dh_rec, mask[t], dgx[t], dgh[t],
                            dh_total[t] if record else dh_total[0])
         if k != T - 1 or needs_dh0:
-            _gemm(dgh[t], w_hh, dh_rec, False, 0.0)
+            _times_weight(dgh[t], w_hh, dh_rec)
 
 
 @njit(**_RNN_OPTS)
@@ -852,7 +891,7 @@ def _rnn_sequence_backward(hs, dout, carry, dh_rec, mask, dgates, dh_total, w_hh
         t, p, n = _slots(T, T - 1 - k, reverse)
         _rnn_cell_backward(hs[n], dout[t], carry, dh_rec, mask[t], dgates[t], dh_total[t] if record else dh_total[0], relu)
         if k != T - 1 or needs_dh0:
-            _gemm(dgates[t], w_hh, dh_rec, False, 0.0)
+            _times_weight(dgates[t], w_hh, dh_rec)
 
 
 # One time step of a batch-1 layer for sampling (nn/sampling.py): two matrix-vector
