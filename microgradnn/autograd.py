@@ -13,10 +13,10 @@ Autograd knows no particular op. It knows three things:
   iteratively, so graphs 10,000s of nodes deep, as BPTT makes them, are fine), calls each
   node's ``backward``, sums a broadcast gradient back to its input's shape, and
   accumulates into leaves.
-* version counters — every in-place write to an array bumps a count, each node records the
-  counts of the arrays its forward saved, and backward refuses to run a node whose saved
-  arrays were written since (PyTorch's "modified by an inplace operation" error), instead of
-  silently differentiating at the new values.
+* version counters — every in-place write to an array bumps a count, each node notes when
+  it was made, and backward refuses to run a node whose saved arrays were written since
+  (PyTorch's "modified by an inplace operation" error), instead of silently differentiating
+  at the new values.
 
 A node refers to its inputs, never to its outputs, so the graph holds no reference
 cycles and Python's cyclic garbage collector has nothing to do (micrograd's closures

@@ -623,8 +623,9 @@ def rnn_cell_backward(h_new, dout, carry, dh_rec, active, dgates, dh_total, relu
 
 
 # ----------------------------------------------------------------- whole-sequence drivers
-# The time loop of a fused recurrent layer, compiled: per step one BLAS call (numpy's own
-# OpenBLAS, see backend/cblas.py) and one of the cell kernels above, with no return to the
+# The time loop of a fused recurrent layer, compiled: per step one BLAS product (numpy's own
+# OpenBLAS, see backend/cblas.py; with an OpenBLAS transpose after it on most routes) and one
+# of the cell kernels above, with no return to the
 # interpreter in between. ops/recurrent.py calls them through ``backend.sequence_driver``;
 # they are a CPU-side structure, not kernels every backend must have (the CUDA backend runs
 # the same per-step kernels from its Python loop), so they are not in the kernel tables the
