@@ -19,6 +19,10 @@ two losses are checked to agree before anything is timed):
   ``torch.no_grad()`` with the state carried. Target: tokens/s >= torch's at H 128 and 512;
 * ``drivers`` (not in the default set): the compiled time loop against the per-step
   Python loop it replaced, both microgradnn, in the same blocks as torch;
+* ``routes`` (not in the default set): the forward per-step product with and without
+  OpenBLAS's small-matrix route (``kernels_cpu._sequence_drivers(small_gemm=...)``; the
+  route only helps where OpenBLAS runs Skylake-X's kernels), both microgradnn, with torch
+  in the same blocks, at the sweep's small batches and its B 32 points;
 * ``proj`` (not in the default set): the LSTM with a projection, Embedding 65x64 -> LSTM
   (64 -> 256, proj_size 128, 2 layers) -> Linear 65, T 64, B 32, CE, Adam: the fused
   whole-sequence op against microgradnn's generic (unrolled autograd) path, with torch in
@@ -104,6 +108,31 @@ def drivers(repeat: int) -> None:
         d, lp, tt = (t[k]["median"] * 1e3 for k in ("mg", "loop", "torch"))
         print(f"H {H} x{L}, T {T}, B {B:<17} {d:9.2f} {lp:9.2f} {tt:9.2f} ms   drivers/torch {d / tt:.2f}x, "
               f"per-step/torch {lp / tt:.2f}x, drivers/per-step {d / lp:.2f}x", flush=True)
+
+
+def routes(repeat: int) -> None:
+    """The forward product's small-matrix route on and off (same process, same kernels
+    otherwise), at the points it changes most."""
+    from microgradnn.backend import kernels_cpu
+
+    table = dict(kernels_cpu.SEQUENCE_DRIVERS)
+    print("\nforward product route (char-LM step)         small-matrix   other    torch   ratios")
+    for H, L, T, B in [(128, 2, 64, 4), (128, 2, 256, 8), (64, 1, 64, 32), (128, 2, 64, 32), (256, 2, 64, 32)]:
+        steps = build_charlm_step(T=T, B=B, vocab=65, embed=64, hidden=H, layers=L)
+        check_losses(steps, f"H{H}")
+
+        def with_route(small, step=steps["mg"]):
+            kernels_cpu.SEQUENCE_DRIVERS.update(kernels_cpu._sequence_drivers(small_gemm=small))
+            try:
+                return step()
+            finally:
+                kernels_cpu.SEQUENCE_DRIVERS.update(table)
+
+        t = blocks({"small": lambda: with_route(True), "other": lambda: with_route(False), "torch": steps["torch"]},
+                   repeat)
+        a, b, tt = (t[k]["median"] * 1e3 for k in ("small", "other", "torch"))
+        print(f"H {H} x{L}, T {T}, B {B:<17} {a:9.2f} {b:9.2f} {tt:9.2f} ms   small/torch {a / tt:.2f}x, "
+              f"other/torch {b / tt:.2f}x, small/other {a / b:.2f}x", flush=True)
 
 
 def proj(repeat: int) -> None:
@@ -230,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--only", nargs="+", default=["issue3", "sweep", "sampling", "contention"],
-                        choices=["issue3", "sweep", "sampling", "contention", "drivers", "proj"])
+                        choices=["issue3", "sweep", "sampling", "contention", "drivers", "routes", "proj"])
     parser.add_argument("--steps", type=int, default=200, help="steps per contention figure (default 200)")
     parser.add_argument("--threads", type=int, default=2,
                         help="threads of both sides for the comparisons (default 2; 1 shows the single-core gap)")
@@ -248,7 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     except OSError:
         load = "?"
     print(f"microgradnn {mg.__version__}, torch {torch.__version__}, numpy {np.__version__}, {args.threads} thread(s); "
-          f"whole-sequence drivers: {'on' if cblas.AVAILABLE else 'OFF'}; load average at start: {load}")
+          f"whole-sequence drivers: {'on' if cblas.AVAILABLE else 'OFF'}; OpenBLAS kernels: {cblas.CORE or '?'}"
+          f"{' (small-matrix route)' if cblas.SMALL_GEMM else ''}; load average at start: {load}")
     print("medians over 4 alternating blocks per side; ratio = microgradnn / torch (time)")
     try:
         for name in args.only:
@@ -258,7 +288,8 @@ def main(argv: list[str] | None = None) -> None:
                 torch.set_num_threads(args.threads)
                 policy = threads.apply_threads(args.threads)
             else:
-                {"issue3": issue3, "sweep": sweep, "sampling": sampling, "drivers": drivers, "proj": proj}[name](repeat)
+                {"issue3": issue3, "sweep": sweep, "sampling": sampling, "drivers": drivers, "routes": routes,
+                 "proj": proj}[name](repeat)
     finally:
         policy.restore()
 

@@ -14,6 +14,10 @@ torch stays the oracle for both paths in tests/test_recurrent_ops.py and tests/n
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -75,29 +79,72 @@ def test_driver_matches_per_step_loop(monkeypatch, kind, dtype, lengths, reverse
     assert np.all(norms_a[0] > 0)
 
 
+def _assert_same_within_rounding(a, b, dtype):
+    # the routes sum in different orders and 7 steps of a recurrence amplify the rounding, so
+    # each array is held to a fraction of its own scale (a relu RNN's gradients reach ~10
+    # here): 1e-3 in float32, 1e-9 in float64 (H 255, 32 rows: 5e-11 of the scale was seen on
+    # an EPYC with OpenBLAS's Haswell kernels). A wrong operand, stride or route is off by the
+    # scale itself.
+    scale = max(1.0, float(np.abs(b).max()))
+    bound = (1e-9 if dtype == np.float64 else 1e-3) * scale
+    assert np.abs(a - b).max() <= bound, (np.abs(a - b).max(), scale)
+
+
+@pytest.mark.parametrize("small_gemm", [False, True])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("B, H", [(1, 9), (kernels_cpu._GEMV_ROWS, 9), (kernels_cpu._GEMV_ROWS + 1, 9), (9, 9),
+@pytest.mark.parametrize("B, H", [(1, 9), (2, 9), (kernels_cpu._GEMV_ROWS, 9), (kernels_cpu._GEMV_ROWS + 1, 9), (9, 9),
                                   (kernels_cpu._TRANSPOSED_ROWS, 9), (kernels_cpu._TRANSPOSED_ROWS + 1, 9),
                                   (kernels_cpu._BACKWARD_TRANSPOSED_ROWS, kernels_cpu._BACKWARD_TRANSPOSED_WIDTH),
                                   (kernels_cpu._BACKWARD_TRANSPOSED_ROWS + 1, kernels_cpu._BACKWARD_TRANSPOSED_WIDTH),
                                   (kernels_cpu._BACKWARD_TRANSPOSED_ROWS, kernels_cpu._BACKWARD_TRANSPOSED_WIDTH - 1)])
-def test_driver_matches_per_step_loop_for_few_and_many_rows(monkeypatch, kind, dtype, B, H):
-    # the forward product takes one of three routes by batch size (one GEMV per row, the
-    # transposed GEMM into a scratch block, the plain GEMM), the backward one of two by
-    # batch size and width (transposed or plain): each side of each threshold
+def test_driver_matches_per_step_loop_for_few_and_many_rows(monkeypatch, small_gemm, kind, dtype, B, H):
+    # the forward product takes one of four routes by batch size and the BLAS's kernels (one
+    # GEMV per row, the transposed GEMM into a scratch block with or without h.T copied out
+    # first, the plain GEMM), the backward one of two by batch size and width (transposed or
+    # plain): each side of each threshold, with both route flags whatever this machine's is
+    monkeypatch.setattr(kernels_cpu, "SEQUENCE_DRIVERS", kernels_cpu._sequence_drivers(small_gemm))
     lengths = [1 + (3 * b) % 7 for b in range(B)]
     lengths[0] = 7
     (outs_a, grads_a, _), (outs_b, grads_b, _) = _run_both(
         monkeypatch, kind, dtype, lengths, False, True, True, seed=B, B=B, H=H)
-    # float64 (which takes the same routes) holds the math to 1e-12; in float32 the routes
-    # sum in different orders and 7 steps of a recurrence amplify the rounding, so each
-    # array is held to 1e-3 of its own scale (a relu RNN's gradients reach ~10 here)
     for a, b in zip(outs_a + grads_a, outs_b + grads_b):
-        if dtype == np.float64:
-            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-        else:
-            assert np.abs(a - b).max() <= 1e-3 * max(1.0, float(np.abs(b).max())), (np.abs(a - b).max(), np.abs(b).max())
+        _assert_same_within_rounding(a, b, dtype)
+
+
+@pytest.mark.parametrize("small", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [1, 2, kernels_cpu._GEMV_ROWS, kernels_cpu._GEMV_ROWS + 1, 8,
+                               kernels_cpu._TRANSPOSED_ROWS, kernels_cpu._TRANSPOSED_ROWS + 1])
+@pytest.mark.parametrize("rows, width", [(36, 9), (1040, 260)])
+def test_forward_product_routes(small, dtype, B, rows, width):
+    # _times_transposed alone against numpy, on every route: (1040, 260) float64 is 2.1 MB,
+    # above _SMALL_GEMM_BYTES, so up to _GEMV_ROWS rows it stays on GEMVs even with ``small``;
+    # the output is a strided view (as GRU's hh[t] is) and h a view of a bigger buffer
+    rng = np.random.default_rng(B + rows)
+    w = rng.standard_normal((rows, width)).astype(dtype)
+    h = rng.standard_normal((B + 3, width)).astype(dtype)[1 : B + 1]
+    out = np.full((2, B, rows), np.nan, dtype)[1]
+    kernels_cpu._times_transposed(h, w, out, small)
+    expected = h.astype(np.float64) @ w.astype(np.float64).T
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    assert np.abs(out - expected).max() <= tol * np.abs(expected).max()
+
+
+def test_small_gemm_follows_openblas_core():
+    # cblas.SMALL_GEMM is what OpenBLAS says it picked, and OPENBLAS_CORETYPE (which overrides
+    # that choice) moves it: the route is chosen per run, never frozen into numba's cache
+    assert cblas.CORE and cblas.SMALL_GEMM == (cblas.CORE in cblas.SMALL_GEMM_CORES)
+    probe = "from microgradnn.backend import cblas; print(cblas.CORE, cblas.SMALL_GEMM)"
+    cores = ["Haswell"]
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as info:
+            if " avx512f " in info.read():  # OpenBLAS can run Skylake-X's kernels here
+                cores.append("SkylakeX")
+    for core in cores:
+        env = dict(os.environ, OPENBLAS_CORETYPE=core)
+        out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.split() == [core.lower(), str(core == "SkylakeX")]
 
 
 def test_single_step_sequence(monkeypatch):
@@ -191,20 +238,21 @@ def test_projected_driver_matches_per_step_loop(monkeypatch, dtype, lengths, rev
         assert np.all(outs_a[0][padded] == 0) and np.all(outs_a[0][~padded] != 0)
 
 
+@pytest.mark.parametrize("small_gemm", [False, True])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_projected_driver_on_the_transposed_routes(monkeypatch, dtype):
+def test_projected_driver_on_the_transposed_routes(monkeypatch, small_gemm, dtype):
     # 16 rows and P = 256: the forward product W_hh @ r.T takes its scratch-block route
-    # with the projection's wide recurrent input
+    # (both ways) with the projection's wide recurrent input
+    monkeypatch.setattr(kernels_cpu, "SEQUENCE_DRIVERS", kernels_cpu._sequence_drivers(small_gemm))
     args = (dtype, [7, 3, 5, 1] * 4, False, True, True, 21)
     outs_a, grads_a, _ = _run_projected(monkeypatch, True, *args, B=16, H=260, P=256)
     outs_b, grads_b, _ = _run_projected(monkeypatch, False, *args, B=16, H=260, P=256)
     for a, b in zip(outs_a + grads_a, outs_b + grads_b):
-        if dtype == np.float64:
-            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-        else:
-            # this problem's gradients reach 1e4 (H 260, weights ~0.4): float32 rounding grows with
-            # them; a wrong operand or stride would be off by the scale itself, not by 1e-2 of it
-            assert np.abs(a - b).max() <= 1e-2 * max(1.0, float(np.abs(b).max()))
+        # this problem's gradients reach 1e4 (H 260, weights ~0.4): rounding grows with them
+        # (float64: 1.6e-11 where they are 1e4, on an EPYC with OpenBLAS's Haswell kernels); a
+        # wrong operand or stride would be off by the scale itself, not by 1e-2 of it
+        scale = max(1.0, float(np.abs(b).max()))
+        assert np.abs(a - b).max() <= (1e-9 if dtype == np.float64 else 1e-2) * scale
 
 
 def test_projected_float16_runs_the_loop_and_agrees_with_float64(monkeypatch):

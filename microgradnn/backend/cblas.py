@@ -17,6 +17,11 @@ measured (2-core EPYC, benchmarks/README.md):
   the process, and numba's on-disk cache keeps working (the call is resolved by name when
   the cached code is loaded, not baked in as an address).
 
+Which kernels OpenBLAS picked for this CPU (:data:`CORE`) decides one route of the drivers:
+on the cores whose kernels include OpenBLAS's small-matrix GEMMs (:data:`SMALL_GEMM`), a
+product of a few rows in the plain ``NN`` form skips the packing every other GEMM does
+(``kernels_cpu._times_transposed``).
+
 Where numpy was built against another BLAS (conda's MKL, a distribution's OpenBLAS) the
 symbols are not there: :data:`AVAILABLE` is False and the recurrent ops keep their per-step
 path, which gives the same numbers.
@@ -30,13 +35,19 @@ import os
 
 import numpy as np
 
-__all__ = ["AVAILABLE", "LIBRARY", "SGEMM", "DGEMM", "SGEMV", "DGEMV", "SOMATCOPY", "DOMATCOPY"]
+__all__ = ["AVAILABLE", "LIBRARY", "CORE", "SMALL_GEMM", "SGEMM", "DGEMM", "SGEMV", "DGEMV", "SOMATCOPY",
+           "DOMATCOPY"]
 
 SGEMM, DGEMM = "scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"
 SGEMV, DGEMV = "scipy_cblas_sgemv64_", "scipy_cblas_dgemv64_"
 # OpenBLAS's out-of-place transpose (an extension every OpenBLAS has): vectorised, where a
 # compiled loop of ours moves one element at a time
 SOMATCOPY, DOMATCOPY = "scipy_cblas_somatcopy64_", "scipy_cblas_domatcopy64_"
+CORENAME = "scipy_openblas_get_corename64_"
+# The cores whose OpenBLAS kernels include the avx512 small-matrix GEMMs (Cooper Lake and
+# Sapphire Rapids reuse Skylake-X's). Measured on SkylakeX (an AMD EPYC with avx512 is given
+# those kernels too); on Haswell's kernels the NN form packs like any other GEMM.
+SMALL_GEMM_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 
 
 def _find_numpy_openblas() -> str | None:
@@ -69,5 +80,19 @@ def _load() -> str | None:
     return path
 
 
+def _core(path: str | None) -> str:
+    """OpenBLAS's name for the kernels it chose here, lower case ("" if unknown). It can
+    differ from the CPU: ``OPENBLAS_CORETYPE`` overrides the choice."""
+    if path is None:
+        return ""
+    corename = getattr(ctypes.CDLL(path), CORENAME, None)
+    if corename is None:
+        return ""
+    corename.restype = ctypes.c_char_p
+    return (corename() or b"").decode("ascii", "replace").strip().lower()
+
+
 LIBRARY: str | None = _load()
 AVAILABLE: bool = LIBRARY is not None
+CORE: str = _core(LIBRARY)
+SMALL_GEMM: bool = CORE in SMALL_GEMM_CORES

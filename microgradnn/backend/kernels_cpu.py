@@ -694,36 +694,47 @@ def _transpose_into(a, out):
         _domatcopy(_ROW_MAJOR, _TRANS, M, N, 1.0, a.ctypes.data, max(lda, 1), out.ctypes.data, max(ldo, 1))
 
 
-#: The batch sizes and widths at which ``_times_transposed`` and ``_times_weight`` change route.
+#: The batch sizes, widths and weight sizes at which ``_times_transposed`` and ``_times_weight``
+#: change route.
 _GEMV_ROWS = 4
+_SMALL_GEMM_BYTES = 2 << 20
 _TRANSPOSED_ROWS = 128
 _BACKWARD_TRANSPOSED_ROWS = 32
 _BACKWARD_TRANSPOSED_WIDTH = 256
 
 
 @njit(cache=True, nogil=True)
-def _times_transposed(h, w, out):
+def _times_transposed(h, w, out, small):
     """out = h @ w.T for the forward recurrent product, w in PyTorch's (G*H, H) layout.
 
     A GEMM packs its operands into its own blocked layout on every call, whatever the
     number of rows, and with a batch of a few rows packing w is most of the work. Three
     routes, by batch size (per step, 2 threads; H 128: GEMV 7 vs GEMM 38 us at 1 row):
 
-    * up to ``_GEMV_ROWS`` rows, one matrix-vector product per row reads w's rows where
-      they lie;
+    * one matrix-vector product per row, reading w's rows where they lie: for 1 row, and
+      up to ``_GEMV_ROWS`` rows unless ``small`` and w fits in ``_SMALL_GEMM_BYTES``;
     * up to ``_TRANSPOSED_ROWS`` rows, the product the other way round, ``out.T = w @ h.T``,
       into a scratch block that OpenBLAS's ``omatcopy`` then transposes into ``out``: OpenBLAS
       gives w the role its kernels pack cheaply (Xeon, avx512, 2 threads, LSTM H 256: 134 vs
-      184 us at 32 rows, 217 vs 241 at 64, 515 vs 563 at 128; H 128, 8 rows: 20 vs 33);
+      184 us at 32 rows, 217 vs 241 at 64, 515 vs 563 at 128; H 128, 8 rows: 20 vs 33). With
+      ``small`` (OpenBLAS's small-matrix kernels, ``cblas.SMALL_GEMM``) h.T is first copied
+      out so the GEMM is the plain NN one, which those kernels run without packing anything
+      (EPYC, avx512, 2 threads, LSTM H 128: 3.5 vs 9.0 us for 4 rows by GEMVs, 7.2 vs 8.0 for
+      8 rows; H 64, 8 rows: 2.1 vs 3.6; on Haswell's kernels no gain, so it is not taken);
     * beyond, the plain GEMM (not measured there).
     """
     B = h.shape[0]
-    if B <= _GEMV_ROWS:
+    if B == 1 or (B <= _GEMV_ROWS and not (small and w.size * w.itemsize <= _SMALL_GEMM_BYTES)):
         for b in range(B):
             _gemv(w, h[b], out[b], 0.0)
     elif B <= _TRANSPOSED_ROWS:
         block = np.empty((w.shape[0], B), out.dtype)
-        _gemm(w, h, block, True, 0.0)
+        if small:
+            h_t = np.empty((h.shape[1], B), h.dtype)
+            _transpose_into(h, h_t)
+            _gemm(w, h_t, block, False, 0.0)
+        else:
+            _gemm(w, h, block, True, 0.0)
         _transpose_into(block, out)
     else:
         _gemm(h, w, out, True, 0.0)
@@ -764,11 +775,11 @@ def _slots(T, s, reverse):
 
 
 @njit(**_RNN_OPTS)
-def _lstm_sequence_forward(gates, w_hh, bias, hs, cs, mask, hh, reverse):
+def _lstm_sequence_forward(gates, w_hh, bias, hs, cs, mask, hh, reverse, small):
     T = gates.shape[0]
     for s in range(T):
         t, p, n = _slots(T, s, reverse)
-        _times_transposed(hs[p], w_hh, hh)
+        _times_transposed(hs[p], w_hh, hh, small)
         _lstm_cell_forward(gates[t], hh, bias, cs[p], hs[p], mask[t], hs[n], cs[n])
 
 
@@ -827,13 +838,13 @@ def _projected_grad_step(dout, carry, dr_rec, active, dr, dr_total):
 
 
 @njit(**_RNN_OPTS)
-def _lstmp_sequence_forward(gates, w_hh, w_hr, bias, rs, hs, cs, mask, hh, reverse):
+def _lstmp_sequence_forward(gates, w_hh, w_hr, bias, rs, hs, cs, mask, hh, reverse, small):
     T = gates.shape[0]
     for s in range(T):
         t, p, n = _slots(T, s, reverse)
-        _times_transposed(rs[p], w_hh, hh)  # the recurrent input is the projected state r_{t-1}
+        _times_transposed(rs[p], w_hh, hh, small)  # the recurrent input is the projected state r_{t-1}
         _lstm_cell_forward(gates[t], hh, bias, cs[p], hs[p], mask[t], hs[n], cs[n])
-        _times_transposed(hs[n], w_hr, rs[n])  # r_t = h_t W_hr^T
+        _times_transposed(hs[n], w_hr, rs[n], small)  # r_t = h_t W_hr^T
         _keep_padded_rows(mask[t], rs[p], rs[n])
 
 
@@ -855,11 +866,11 @@ def _lstmp_sequence_backward(acts, cs, dout, carry, dr_rec, dc, mask, dgates, dr
 
 
 @njit(**_RNN_OPTS)
-def _gru_sequence_forward(gates, w_hh, bias, b_hn, hs, mask, hh, reverse):
+def _gru_sequence_forward(gates, w_hh, bias, b_hn, hs, mask, hh, reverse, small):
     T = gates.shape[0]
     for s in range(T):
         t, p, n = _slots(T, s, reverse)
-        _times_transposed(hs[p], w_hh, hh[t])
+        _times_transposed(hs[p], w_hh, hh[t], small)
         _gru_cell_forward(gates[t], hh[t], bias, b_hn, hs[p], mask[t], hs[n])
 
 
@@ -876,11 +887,11 @@ def _gru_sequence_backward(acts, hh, hs, dout, carry, dh_rec, mask, dgx, dgh, dh
 
 
 @njit(**_RNN_OPTS)
-def _rnn_sequence_forward(gates, w_hh, bias, hs, mask, hh, reverse, relu):
+def _rnn_sequence_forward(gates, w_hh, bias, hs, mask, hh, reverse, relu, small):
     T = gates.shape[0]
     for s in range(T):
         t, p, n = _slots(T, s, reverse)
-        _times_transposed(hs[p], w_hh, hh)
+        _times_transposed(hs[p], w_hh, hh, small)
         _rnn_cell_forward(gates[t], hh, bias, hs[p], mask[t], hs[n], relu)
 
 
@@ -928,22 +939,42 @@ def _affine_row(w, x, b, y):
     _gemv(w, x, y, 1.0)
 
 
-#: name -> compiled whole-sequence driver; empty where numpy's BLAS can't be called
-#: from compiled code (then ops/recurrent.py keeps its per-step loop).
-SEQUENCE_DRIVERS = {
-    "lstm_sequence_forward": _lstm_sequence_forward,
-    "lstm_sequence_backward": _lstm_sequence_backward,
-    "lstmp_sequence_forward": _lstmp_sequence_forward,
-    "lstmp_sequence_backward": _lstmp_sequence_backward,
-    "gru_sequence_forward": _gru_sequence_forward,
-    "gru_sequence_backward": _gru_sequence_backward,
-    "rnn_sequence_forward": _rnn_sequence_forward,
-    "rnn_sequence_backward": _rnn_sequence_backward,
-    "lstm_sample_step": _lstm_sample_step,
-    "gru_sample_step": _gru_sample_step,
-    "rnn_sample_step": _rnn_sample_step,
-    "affine_row": _affine_row,
-} if _cblas.AVAILABLE else {}
+def _with_route(driver, small: bool):
+    """``driver`` with its last argument, the forward product's route flag, bound."""
+    def bound(*args):
+        return driver(*args, small)
+    bound.__name__ = bound.__qualname__ = driver.__name__
+    return bound
+
+
+def _sequence_drivers(small_gemm: bool | None = None) -> dict:
+    """name -> compiled whole-sequence driver; empty where numpy's BLAS can't be called
+    from compiled code (then ops/recurrent.py keeps its per-step loop).
+
+    The forward drivers get the route of :func:`_times_transposed` bound: ``small_gemm``,
+    by default whether this process's OpenBLAS has its small-matrix kernels. It is an
+    argument, not a constant compiled in, because numba's disk cache outlives the choice
+    (``OPENBLAS_CORETYPE`` can change it between two runs on one machine)."""
+    if not _cblas.AVAILABLE:
+        return {}
+    small = _cblas.SMALL_GEMM if small_gemm is None else bool(small_gemm)
+    return {
+        "lstm_sequence_forward": _with_route(_lstm_sequence_forward, small),
+        "lstm_sequence_backward": _lstm_sequence_backward,
+        "lstmp_sequence_forward": _with_route(_lstmp_sequence_forward, small),
+        "lstmp_sequence_backward": _lstmp_sequence_backward,
+        "gru_sequence_forward": _with_route(_gru_sequence_forward, small),
+        "gru_sequence_backward": _gru_sequence_backward,
+        "rnn_sequence_forward": _with_route(_rnn_sequence_forward, small),
+        "rnn_sequence_backward": _rnn_sequence_backward,
+        "lstm_sample_step": _lstm_sample_step,
+        "gru_sample_step": _gru_sample_step,
+        "rnn_sample_step": _rnn_sample_step,
+        "affine_row": _affine_row,
+    }
+
+
+SEQUENCE_DRIVERS = _sequence_drivers()
 
 
 # ----------------------------------------------------------------- optimizer updates
