@@ -633,7 +633,10 @@ class Tensor(Variable):
         return E.Div.apply(self, other)
 
     def __rtruediv__(self, other: Any) -> "Tensor":
-        return E.Div.apply(other, self)
+        # ``other / self`` is ``self.reciprocal() * other``, as in PyTorch: the same rounding
+        # (a true division differs from it in the last bit for ~1 element in 4), and the
+        # node keeps 1/self, not self
+        return E.Mul.apply(self.reciprocal(), other)
 
     def __pow__(self, other: Any) -> "Tensor":
         return E.Pow.apply(self, other)

@@ -127,7 +127,7 @@ UNARY = {
     "mul_scalar": (lambda x: x * 3.0, ["Mul"], {}),
     "rmul_scalar": (lambda x: -2 * x, ["Mul"], {}),
     "div_scalar": (lambda x: x / 4.0, ["Div"], {}),
-    "rdiv_scalar": (lambda x: 3.0 / x, ["Div"], {}),
+    "rdiv_scalar": (lambda x: 3.0 / x, ["Reciprocal", "Mul"], {}),  # as PyTorch: x.reciprocal() * 3
     "maximum_scalar": (lambda x: mg.maximum(x, 0.3), ["Maximum"], dict(avoid=[0.3])),
     "minimum_scalar": (lambda x: x.minimum(0.3), ["Minimum"], dict(avoid=[0.3])),
     "cast": (lambda x: E.Cast.apply(x, dtype=np.dtype(np.float64)), ["Cast"], {}),

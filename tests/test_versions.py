@@ -247,3 +247,51 @@ def test_ops_that_save_only_what_a_gradient_reads_still_match_pytorch(op, which,
         assert (ours is None) == (theirs is None)
         if ours is not None:
             np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# Every unary op with a gradient: which of its input and output it keeps decides which
+# in-place writes make its backward refuse; PyTorch keeps the input for some (sin, log, ...)
+# and the output for others (exp, tanh, relu, rsqrt, reciprocal, ...).
+UNARY = ["sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "log2", "log10",
+         "log1p", "expm1", "exp2", "erf", "rsqrt", "reciprocal", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs",
+         "neg", "reflected division"]
+
+
+def _unary(lib, name, x):
+    if name == "reflected division":
+        return 3.0 / x
+    return getattr(x, name)()
+
+
+@pytest.mark.parametrize("written", ["input", "output"])
+@pytest.mark.parametrize("name", UNARY)
+def test_unary_ops_keep_what_pytorch_keeps(name, written):
+    rng = np.random.default_rng(len(name))
+    low, high = (1.2, 2.0) if name == "acosh" else (0.2, 0.9)  # inside every op's domain
+    x0 = rng.uniform(low, high, (3, 4)) * (rng.choice([-1.0, 1.0], (3, 4)) if name in ("relu", "abs") else 1.0)
+    outcome = {}
+    for lib in (mg, torch):
+        x = lib.tensor(x0, requires_grad=True)
+        y = _unary(lib, name, x)
+        with lib.no_grad():
+            (x if written == "input" else y).mul_(1.5)
+        try:
+            (y * lib.tensor(np.cos(np.arange(12.0)).reshape(3, 4))).sum().backward()
+            outcome[lib] = ("ran", x.grad.numpy())
+        except RuntimeError as error:
+            assert lib is torch or "modified by an inplace operation" in str(error)
+            outcome[lib] = ("raised", None)
+    assert outcome[mg][0] == outcome[torch][0], (outcome[mg][0], outcome[torch][0])
+    if outcome[mg][0] == "ran":
+        np.testing.assert_allclose(outcome[mg][1], outcome[torch][1], rtol=1e-12, atol=1e-12)
+
+
+def test_reflected_division_rounds_like_pytorch():
+    # PyTorch computes ``c / x`` as ``x.reciprocal() * c``: a true division differs from that
+    # in the last bit of about one float32 element in four
+    x0 = np.random.default_rng(1).uniform(0.1, 3.0, 4096).astype(np.float32)
+    ours, theirs = 3.0 / mg.tensor(x0), 3.0 / torch.tensor(x0)
+    assert ours.dtype == mg.float32
+    assert np.array_equal(ours.numpy(), theirs.numpy())
+    ints = 2 / mg.tensor([1, 2, 4])
+    assert ints.dtype == mg.float32 and np.array_equal(ints.numpy(), (2 / torch.tensor([1, 2, 4])).numpy())

@@ -311,12 +311,13 @@ class Sigmoid(Function):
 class Relu(Function):
     @staticmethod
     def forward(ctx, a):
-        ctx.a = a
-        return ctx.xp.maximum(a, 0)
+        # keeps its output, as PyTorch does (out > 0 exactly where a > 0, NaN included)
+        ctx.out = out = ctx.xp.maximum(a, 0)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        return ctx.backend.kernel("relu_backward")(ctx.a, grad)  # grad where a > 0; 0 at a == 0 (as PyTorch)
+        return ctx.backend.kernel("relu_backward")(ctx.out, grad)  # grad where a > 0; 0 at a == 0 (as PyTorch)
 
 
 class Gelu(Function):
@@ -423,38 +424,43 @@ def _erf(xp, a):
 
 _LN2, _LN10 = float(np.log(2.0)), float(np.log(10.0))
 
-# name -> (forward(xp, a), local derivative(xp, a, out), doc)
+# name -> (forward(xp, a), what the derivative reads, local derivative(xp, a or out), doc).
+# Each op keeps only what its derivative reads, its input ("a") or its output ("out"), as
+# PyTorch's formulas do: so an in-place write to the other one between forward and backward
+# is harmless here exactly where it is in PyTorch (autograd's version check looks at what a
+# node kept).
 _FLOAT_UNARY = {
-    "Sin": (lambda xp, a: xp.sin(a), lambda xp, a, y: xp.cos(a), "sin"),
-    "Cos": (lambda xp, a: xp.cos(a), lambda xp, a, y: -xp.sin(a), "cos"),
-    "Tan": (lambda xp, a: xp.tan(a), lambda xp, a, y: 1 + y * y, "tan; d/da = 1 + tan^2"),
-    "Asin": (lambda xp, a: xp.arcsin(a), lambda xp, a, y: 1 / xp.sqrt(1 - a * a), "arcsine"),
-    "Acos": (lambda xp, a: xp.arccos(a), lambda xp, a, y: -1 / xp.sqrt(1 - a * a), "arccosine"),
-    "Atan": (lambda xp, a: xp.arctan(a), lambda xp, a, y: 1 / (1 + a * a), "arctangent"),
-    "Sinh": (lambda xp, a: xp.sinh(a), lambda xp, a, y: xp.cosh(a), "hyperbolic sine"),
-    "Cosh": (lambda xp, a: xp.cosh(a), lambda xp, a, y: xp.sinh(a), "hyperbolic cosine"),
-    "Asinh": (lambda xp, a: xp.arcsinh(a), lambda xp, a, y: 1 / xp.sqrt(a * a + 1), "inverse hyperbolic sine"),
-    "Acosh": (lambda xp, a: xp.arccosh(a), lambda xp, a, y: 1 / xp.sqrt(a * a - 1), "inverse hyperbolic cosine"),
-    "Atanh": (lambda xp, a: xp.arctanh(a), lambda xp, a, y: 1 / (1 - a * a), "inverse hyperbolic tangent"),
-    "Log2": (lambda xp, a: xp.log2(a), lambda xp, a, y: 1 / (a * _LN2), "base-2 logarithm"),
-    "Log10": (lambda xp, a: xp.log10(a), lambda xp, a, y: 1 / (a * _LN10), "base-10 logarithm"),
-    "Log1p": (lambda xp, a: xp.log1p(a), lambda xp, a, y: 1 / (1 + a), "log(1 + a), accurate near 0"),
-    "Expm1": (lambda xp, a: xp.expm1(a), lambda xp, a, y: y + 1, "exp(a) - 1, accurate near 0"),
-    "Exp2": (lambda xp, a: xp.exp2(a), lambda xp, a, y: y * _LN2, "2 ** a"),
-    "Erf": (lambda xp, a: _erf(xp, a), lambda xp, a, y: (2 / np.sqrt(np.pi)) * xp.exp(-a * a), "the error function"),
-    "Rsqrt": (lambda xp, a: 1 / xp.sqrt(a), lambda xp, a, y: -0.5 * y * y * y, "1 / sqrt(a)"),
-    "Reciprocal": (lambda xp, a: 1 / a, lambda xp, a, y: -y * y, "1 / a"),
+    "Sin": (lambda xp, a: xp.sin(a), "a", lambda xp, a: xp.cos(a), "sin"),
+    "Cos": (lambda xp, a: xp.cos(a), "a", lambda xp, a: -xp.sin(a), "cos"),
+    "Tan": (lambda xp, a: xp.tan(a), "out", lambda xp, y: 1 + y * y, "tan; d/da = 1 + tan^2"),
+    "Asin": (lambda xp, a: xp.arcsin(a), "a", lambda xp, a: 1 / xp.sqrt(1 - a * a), "arcsine"),
+    "Acos": (lambda xp, a: xp.arccos(a), "a", lambda xp, a: -1 / xp.sqrt(1 - a * a), "arccosine"),
+    "Atan": (lambda xp, a: xp.arctan(a), "a", lambda xp, a: 1 / (1 + a * a), "arctangent"),
+    "Sinh": (lambda xp, a: xp.sinh(a), "a", lambda xp, a: xp.cosh(a), "hyperbolic sine"),
+    "Cosh": (lambda xp, a: xp.cosh(a), "a", lambda xp, a: xp.sinh(a), "hyperbolic cosine"),
+    "Asinh": (lambda xp, a: xp.arcsinh(a), "a", lambda xp, a: 1 / xp.sqrt(a * a + 1), "inverse hyperbolic sine"),
+    "Acosh": (lambda xp, a: xp.arccosh(a), "a", lambda xp, a: 1 / xp.sqrt(a * a - 1), "inverse hyperbolic cosine"),
+    "Atanh": (lambda xp, a: xp.arctanh(a), "a", lambda xp, a: 1 / (1 - a * a), "inverse hyperbolic tangent"),
+    "Log2": (lambda xp, a: xp.log2(a), "a", lambda xp, a: 1 / (a * _LN2), "base-2 logarithm"),
+    "Log10": (lambda xp, a: xp.log10(a), "a", lambda xp, a: 1 / (a * _LN10), "base-10 logarithm"),
+    "Log1p": (lambda xp, a: xp.log1p(a), "a", lambda xp, a: 1 / (1 + a), "log(1 + a), accurate near 0"),
+    "Expm1": (lambda xp, a: xp.expm1(a), "out", lambda xp, y: y + 1, "exp(a) - 1, accurate near 0"),
+    "Exp2": (lambda xp, a: xp.exp2(a), "out", lambda xp, y: y * _LN2, "2 ** a"),
+    "Erf": (lambda xp, a: _erf(xp, a), "a", lambda xp, a: (2 / np.sqrt(np.pi)) * xp.exp(-a * a), "the error function"),
+    "Rsqrt": (lambda xp, a: 1 / xp.sqrt(a), "out", lambda xp, y: -0.5 * y * y * y, "1 / sqrt(a)"),
+    "Reciprocal": (lambda xp, a: 1 / a, "out", lambda xp, y: -y * y, "1 / a"),
 }
 
 
-def _float_unary(name, forward_fn, derivative, doc):
+def _float_unary(name, forward_fn, reads, derivative, doc):
     def forward(ctx, a):
-        ctx.a = a = as_float(a)
-        ctx.out = out = forward_fn(ctx.xp, a)
+        a = as_float(a)
+        out = forward_fn(ctx.xp, a)
+        ctx.saved = a if reads == "a" else out
         return out
 
     def backward(ctx, grad):
-        return grad * derivative(ctx.xp, ctx.a, ctx.out)
+        return grad * derivative(ctx.xp, ctx.saved)
 
     return type(name, (Function,), {
         "__module__": __name__,
@@ -464,9 +470,9 @@ def _float_unary(name, forward_fn, derivative, doc):
     })
 
 
-for _name, (_fwd, _deriv, _doc) in _FLOAT_UNARY.items():
-    globals()[_name] = _float_unary(_name, _fwd, _deriv, _doc)
-del _name, _fwd, _deriv, _doc
+for _name, (_fwd, _reads, _deriv, _doc) in _FLOAT_UNARY.items():
+    globals()[_name] = _float_unary(_name, _fwd, _reads, _deriv, _doc)
+del _name, _fwd, _reads, _deriv, _doc
 
 
 class Atan2(Function):
