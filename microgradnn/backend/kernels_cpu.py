@@ -396,17 +396,23 @@ _RNN_OPTS = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contrac
 @njit(**_RNN_OPTS)
 def _lstm_cell_forward(gates, hh, bias, c_prev, h_prev, active, h_new, c_new):
     H = c_prev.shape[1]
-    bi, bf, bg, bo = bias[:H], bias[H : 2 * H], bias[2 * H : 3 * H], bias[3 * H :]
     for b in range(gates.shape[0]):
-        gi, gf, gg, go = gates[b, :H], gates[b, H : 2 * H], gates[b, 2 * H : 3 * H], gates[b, 3 * H :]
-        ri, rf, rg, ro = hh[b, :H], hh[b, H : 2 * H], hh[b, 2 * H : 3 * H], hh[b, 3 * H :]
+        pre, rec = gates[b], hh[b]
+        # The pre-activations of all four gates, x W_ih^T + h W_hh^T + b, come first, in a
+        # loop of their own. LLVM vectorises a loop only after checking, at run time and
+        # once per row, that no array it writes overlaps one it reads: with three arrays
+        # that is cheap, with the fourteen of one fused loop it was a third of the cell's
+        # time (EPYC, B 32: H 128 10 -> 6.7 us per step, H 256 14 -> 12.7, same bits).
+        for k in range(4 * H):
+            pre[k] = pre[k] + rec[k] + bias[k]
+        gi, gf, gg, go = pre[:H], pre[H : 2 * H], pre[2 * H : 3 * H], pre[3 * H :]
         cp, hp, cn, hn = c_prev[b], h_prev[b], c_new[b], h_new[b]
         if active[b]:
             for j in range(H):
-                i = _act_sigmoid(gi[j] + ri[j] + bi[j])
-                f = _act_sigmoid(gf[j] + rf[j] + bf[j])
-                g = _act_tanh(gg[j] + rg[j] + bg[j])
-                o = _act_sigmoid(go[j] + ro[j] + bo[j])
+                i = _act_sigmoid(gi[j])
+                f = _act_sigmoid(gf[j])
+                g = _act_tanh(gg[j])
+                o = _act_sigmoid(go[j])
                 c = f * cp[j] + i * g
                 cn[j] = c
                 hn[j] = o * _act_tanh(c)
@@ -416,10 +422,10 @@ def _lstm_cell_forward(gates, hh, bias, c_prev, h_prev, active, h_new, c_new):
                 go[j] = o
         else:
             for j in range(H):
-                gi[j] = _act_sigmoid(gi[j] + ri[j] + bi[j])
-                gf[j] = _act_sigmoid(gf[j] + rf[j] + bf[j])
-                gg[j] = _act_tanh(gg[j] + rg[j] + bg[j])
-                go[j] = _act_sigmoid(go[j] + ro[j] + bo[j])
+                gi[j] = _act_sigmoid(gi[j])
+                gf[j] = _act_sigmoid(gf[j])
+                gg[j] = _act_tanh(gg[j])
+                go[j] = _act_sigmoid(go[j])
                 cn[j] = cp[j]
                 hn[j] = hp[j]
 
@@ -438,26 +444,33 @@ def _lstm_cell_backward(acts, c_prev, c_new, dout, carry, dh_rec, dc, active, dg
     one = acts.dtype.type(1.0)
     zero = acts.dtype.type(0.0)
     for b in range(acts.shape[0]):
-        ai, af, ag, ao = acts[b, :H], acts[b, H : 2 * H], acts[b, 2 * H : 3 * H], acts[b, 3 * H :]
-        di, df, dg, do = dgates[b, :H], dgates[b, H : 2 * H], dgates[b, 2 * H : 3 * H], dgates[b, 3 * H :]
-        cp, cn, dy, cr, dr, dcb, tot = c_prev[b], c_new[b], dout[b], carry[b], dh_rec[b], dc[b], dh_total[b]
+        cr, dr, dy, tot = carry[b], dh_rec[b], dout[b], dh_total[b]
         if active[b]:
-            for j in range(H):
-                dh = cr[j] + dr[j] + dy[j]
-                tot[j] = dh
+            # Three loops over a few arrays each, not one over fifteen: see the forward
+            # kernel (B 32, H 128: 13 -> 8.7 us per step, same bits).
+            for j in range(H):  # the gradient reaching h_t
+                tot[j] = cr[j] + dr[j] + dy[j]
                 cr[j] = zero
+            ai, af, ag, ao = acts[b, :H], acts[b, H : 2 * H], acts[b, 2 * H : 3 * H], acts[b, 3 * H :]
+            di, df, dg, do = dgates[b, :H], dgates[b, H : 2 * H], dgates[b, 2 * H : 3 * H], dgates[b, 3 * H :]
+            cp, cn, dcb = c_prev[b], c_new[b], dc[b]
+            for j in range(H):  # through h_t = o * tanh(c_t): to o, and dL/dc_t in full
+                dh = tot[j]
+                o = ao[j]
+                tc = _act_tanh(cn[j])
+                dcb[j] = dcb[j] + dh * o * (one - tc * tc)
+                do[j] = dh * tc * o * (one - o)
+            for j in range(H):  # through c_t = f * c_{t-1} + i * g: to i, f, g and c_{t-1}
+                dcc = dcb[j]
                 i = ai[j]
                 f = af[j]
                 g = ag[j]
-                o = ao[j]
-                tc = _act_tanh(cn[j])
-                dcc = dcb[j] + dh * o * (one - tc * tc)
-                do[j] = dh * tc * o * (one - o)
                 di[j] = dcc * g * i * (one - i)
                 df[j] = dcc * cp[j] * f * (one - f)
                 dg[j] = dcc * i * (one - g * g)
                 dcb[j] = dcc * f
         else:
+            di, df, dg, do = dgates[b, :H], dgates[b, H : 2 * H], dgates[b, 2 * H : 3 * H], dgates[b, 3 * H :]
             for j in range(H):
                 dh = cr[j] + dr[j]
                 tot[j] = dh
@@ -482,20 +495,23 @@ def lstm_cell_backward(acts, c_prev, c_new, dout, carry, dh_rec, dc, active, dga
 @njit(**_RNN_OPTS)
 def _gru_cell_forward(gates, hh, bias, b_hn, h_prev, active, h_new):
     H = h_prev.shape[1]
-    br, bz, bn = bias[:H], bias[H : 2 * H], bias[2 * H :]
+    bn = bias[2 * H :]
     for b in range(gates.shape[0]):
-        gr, gz, gn = gates[b, :H], gates[b, H : 2 * H], gates[b, 2 * H :]
-        rr, rz, rn = hh[b, :H], hh[b, H : 2 * H], hh[b, 2 * H :]
-        hp, hn = h_prev[b], h_new[b]
+        pre, rec = gates[b], hh[b]
+        # loops over a few arrays each, as in the LSTM kernel (B 32, H 128: 5.3 -> 4.4 us)
+        for k in range(2 * H):  # the pre-activations of r and z
+            pre[k] = pre[k] + rec[k] + bias[k]
+        rn = rec[2 * H :]
+        for j in range(H):  # W_hn h_{t-1} + b_hn, which r scales (kept for backward)
+            rn[j] = rn[j] + b_hn[j]
+        gr, gz, gn = pre[:H], pre[H : 2 * H], pre[2 * H :]
         for j in range(H):
-            r = _act_sigmoid(gr[j] + rr[j] + br[j])
-            z = _act_sigmoid(gz[j] + rz[j] + bz[j])
-            nh = rn[j] + b_hn[j]
-            n = _act_tanh(gn[j] + bn[j] + r * nh)
+            r = _act_sigmoid(gr[j])
+            n = _act_tanh(gn[j] + bn[j] + r * rn[j])
             gr[j] = r
-            gz[j] = z
+            gz[j] = _act_sigmoid(gz[j])
             gn[j] = n
-            rn[j] = nh
+        hp, hn = h_prev[b], h_new[b]
         if active[b]:
             for j in range(H):
                 n = gn[j]
@@ -520,27 +536,31 @@ def _gru_cell_backward(acts, hh, h_prev, dout, carry, dh_rec, active, dgx, dgh, 
     one = acts.dtype.type(1.0)
     zero = acts.dtype.type(0.0)
     for b in range(acts.shape[0]):
-        ar, az, an = acts[b, :H], acts[b, H : 2 * H], acts[b, 2 * H :]
-        nh = hh[b, 2 * H :]
+        hp, dy, cr, dr, tot = h_prev[b], dout[b], carry[b], dh_rec[b], dh_total[b]
         xr, xz, xn = dgx[b, :H], dgx[b, H : 2 * H], dgx[b, 2 * H :]
         hr, hz, hn = dgh[b, :H], dgh[b, H : 2 * H], dgh[b, 2 * H :]
-        hp, dy, cr, dr, tot = h_prev[b], dout[b], carry[b], dh_rec[b], dh_total[b]
         if active[b]:
-            for j in range(H):
-                dh = cr[j] + dr[j] + dy[j]
-                tot[j] = dh
-                r = ar[j]
+            # three loops over a few arrays each (B 32, H 128: 14.7 -> 8.2 us per step)
+            for j in range(H):  # the gradient reaching h_t
+                tot[j] = cr[j] + dr[j] + dy[j]
+            ar, az, an = acts[b, :H], acts[b, H : 2 * H], acts[b, 2 * H :]
+            nh = hh[b, 2 * H :]
+            for j in range(H):  # through h_t = n + z * (h_{t-1} - n): to z, n and h_{t-1}
+                dh = tot[j]
                 z = az[j]
                 n = an[j]
                 dn = dh * (one - z) * (one - n * n)
                 dz = dh * (hp[j] - n) * z * (one - z)
-                drr = dn * nh[j] * r * (one - r)
                 cr[j] = dh * z
-                xr[j] = drr
                 xz[j] = dz
                 xn[j] = dn
-                hr[j] = drr
                 hz[j] = dz
+            for j in range(H):  # through n = tanh(.. + r * (W_hn h_{t-1} + b_hn)): to r
+                r = ar[j]
+                dn = xn[j]
+                drr = dn * nh[j] * r * (one - r)
+                xr[j] = drr
+                hr[j] = drr
                 hn[j] = dn * r
         else:
             for j in range(H):
