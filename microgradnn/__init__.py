@@ -94,7 +94,7 @@ def _method(name: str):
 # Functional forms of Tensor methods: mg.exp(x), mg.sum(x, dim=1), mg.max(x, 0) ...
 for _name in (
     "abs", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu", "clamp", "clip", "neg",
-    "sum", "mean", "var", "std", "max", "min", "amax", "amin", "argmax", "argmin", "logsumexp",
+    "sum", "mean", "var", "std", "max", "min", "amax", "amin", "argmax", "argmin", "logsumexp", "norm",
     "softmax", "log_softmax", "reshape", "transpose", "permute", "unsqueeze", "squeeze",
     "flatten", "unbind", "clone", "detach",
     # float math and steps

@@ -904,6 +904,24 @@ class Tensor(Variable):
             correction = 1 if unbiased else 0
         return R.Std.apply(self, dim=dim, keepdim=keepdim, correction=correction)
 
+    def norm(self, p: Any = "fro", dim: Any = None, keepdim: bool = False, dtype: DTypeLike = None) -> "Tensor":
+        """The vector p-norm over ``dim`` (all elements by default), as ``torch.norm``: ``p``
+        is a number (``inf``, ``-inf`` and 0 included) or ``"fro"`` (the 2-norm of the
+        elements, over at most two dims). ``dtype`` casts the input first."""
+        x = self if dtype is None else self.to(_as_dtype(dtype))
+        if isinstance(p, str):
+            if p != "fro":
+                raise ValueError(f"norm: p={p!r} is not supported: only vector norms (a number, or 'fro')")
+            if dim is not None and not isinstance(dim, builtins.int) and len(dim) > 2:
+                raise RuntimeError(f"norm: 'fro' takes at most two dims, got dim={tuple(dim)}")
+            p = 2.0
+        if isinstance(p, builtins.bool) or not isinstance(p, (builtins.int, builtins.float)):
+            raise TypeError(f"norm: p must be a number or 'fro', got {type(p).__name__} {p!r}")
+        if x.dtype.kind not in "fc":
+            raise RuntimeError(f"linalg.vector_norm: Expected a floating point or complex tensor as input. "
+                               f"Got {_TYPE_NAMES.get(x.dtype, str(x.dtype)).replace('torch.', '').replace('Tensor', '')}")
+        return R.VectorNorm.apply(x, ord=builtins.float(p), dim=dim, keepdim=keepdim)
+
     def max(self, dim: Any = None, keepdim: bool = False) -> Any:
         """``x.max()`` is a tensor; ``x.max(dim)`` is ``(values, indices)`` as in PyTorch."""
         if dim is None:

@@ -269,6 +269,19 @@ def test_var_std(shape, seed, data):
     check(lambda x: x.var(dim, unbiased=False) + mg.std(x), x, ops=["Var"])
 
 
+@covers("VectorNorm")
+@given(shape=shapes(), seed=seeds, data=st.data())
+def test_vector_norm(shape, seed, data):
+    dim = draw_dim(data, len(shape))
+    keepdim = data.draw(st.booleans())
+    x = leaf(distinct(seed, shape) + 0.01)  # no zero element, no tied magnitude: the norms are smooth here
+    for p in (2, 1, 3, 1.5, 0.5):
+        check(lambda x: x.norm(p, dim, keepdim), x, ops=["VectorNorm"])
+    check(lambda x: x.norm(float("inf"), dim, keepdim) + mg.norm(x, float("-inf"), dim, keepdim), x, ops=["VectorNorm"])
+    check(lambda x: x.norm() * x.norm("fro", dim if not isinstance(dim, tuple) or len(dim) <= 2 else None), x,
+          ops=["VectorNorm"])
+
+
 @covers("Amax", "Amin")
 @given(shape=shapes(), seed=seeds, data=st.data())
 def test_amax_amin_and_full_max_min(shape, seed, data):

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..autograd import Variable, no_grad
+from ..autograd import Variable, is_grad_enabled, no_grad
 from ..ops import nn as _nn_ops
 from ..tensor import Tensor, cat, rand, rand_rows, where
 from ..tensor import cross_entropy as _fused_cross_entropy
@@ -28,7 +28,7 @@ from ..tensor import linear as _linear
 __all__ = [
     "linear", "embedding", "dropout", "one_hot", "pad",
     "relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu", "silu", "softplus", "logsigmoid", "hardtanh",
-    "softmax", "log_softmax", "layer_norm", "rms_norm",
+    "softmax", "log_softmax", "layer_norm", "rms_norm", "normalize",
     "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
     "binary_cross_entropy", "binary_cross_entropy_with_logits",
     "REDUCTIONS", "check_reduction",
@@ -334,6 +334,20 @@ def rms_norm(input: Tensor, normalized_shape: Sequence[int] | int, weight: Tenso
         eps = float(np.finfo(input.dtype).eps)
     out = input / ((input * input).mean(dims, keepdim=True) + eps).sqrt()
     return out * weight if weight is not None else out
+
+
+def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out: Tensor | None = None) -> Tensor:
+    """``input / max(||input||_p, eps)`` along ``dim``, as ``torch.nn.functional.normalize``;
+    ``out`` receives the result (outside the graph, as PyTorch's ``out=``)."""
+    denom = input.norm(p, dim, keepdim=True).clamp_min(eps).expand_as(input)
+    if out is None:
+        return input / denom
+    if input.requires_grad and is_grad_enabled():
+        raise RuntimeError("normalize(): functions with out=... arguments don't support automatic differentiation, "
+                           "but one of the arguments requires grad.")
+    with no_grad():
+        out.copy_(input / denom)
+    return out
 
 
 # ============================================================================ losses

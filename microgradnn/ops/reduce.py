@@ -149,6 +149,61 @@ class Amin(_Extreme):
     pick = "min"
 
 
+class VectorNorm(Function):
+    """The vector ``ord``-norm over ``dim``: ``(sum |a|^ord)^(1/ord)``; ``inf`` / ``-inf`` the
+    largest / smallest ``|a|``, ``0`` the number of non-zeros (``torch.linalg.vector_norm``).
+
+    The gradients are PyTorch's: where the norm is 0 they are 0, not the 0/0 of the formula
+    (for ord >= 1: the norm has no slope to follow there; for ord < 1 each zero element gets
+    0); ties of the infinity norms share the gradient evenly; ord 0 has none (``.grad`` stays unset)."""
+
+    @staticmethod
+    def forward(ctx, a, ord=2.0, dim=None, keepdim=False):
+        xp = ctx.xp
+        axes = normalize_dims(dim, a.ndim)
+        axis = _axis(axes, a.ndim)
+        absolute = xp.abs(a)
+        if ord == float("inf"):
+            out = absolute.max(axis=axis, keepdims=keepdim)
+        elif ord == float("-inf"):
+            out = absolute.min(axis=axis, keepdims=keepdim)
+        elif ord == 0:
+            out = (a != 0).sum(axis=axis, keepdims=keepdim).astype(a.dtype)
+        elif ord == 1:
+            out = absolute.sum(axis=axis, keepdims=keepdim)
+        elif ord == 2:
+            out = xp.sqrt((a * a).sum(axis=axis, keepdims=keepdim))
+        else:
+            with _quiet(xp):
+                out = (absolute**ord).sum(axis=axis, keepdims=keepdim) ** (1.0 / ord)
+        ctx.a, ctx.out, ctx.ord, ctx.axes, ctx.keepdim = a, out, float(ord), axes, keepdim
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        xp, a, p = ctx.xp, ctx.a, ctx.ord
+        norm = _keep(ctx.out, ctx.axes, ctx.keepdim, xp)
+        grad = _keep(grad, ctx.axes, ctx.keepdim, xp)
+        with _quiet(xp):
+            if p == 0:  # a count: no gradient at all (PyTorch leaves the input's .grad unset)
+                return None
+            if p == 1:
+                return xp.sign(a) * grad
+            if p in (float("inf"), float("-inf")):
+                absolute = xp.abs(a)
+                winners = (absolute == norm) | xp.isnan(absolute)
+                count = winners.sum(axis=_axis(ctx.axes, a.ndim), keepdims=True)
+                return xp.sign(a) * (grad / count) * winners
+            if p == 2:
+                return a * xp.where(norm == 0, 0, grad / norm)
+            absolute = xp.abs(a)
+            if p < 1:
+                scaled = xp.where(a == 0, 0, xp.sign(a) * absolute ** (p - 1))
+                return scaled * grad * norm ** (1 - p)
+            scaled = xp.sign(a) * absolute ** (p - 1) if p < 2 else a * absolute ** (p - 2)
+            return scaled * xp.where(norm == 0, 0, grad / norm ** (p - 1))
+
+
 class SelectAlongDim(Function):
     """The values of ``max(dim)``/``min(dim)`` at precomputed ``indices``.
 

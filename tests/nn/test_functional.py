@@ -57,7 +57,7 @@ def both(fn_mg, fn_torch, *arrays, dtype=np.float64, seed=0, **kwargs):
 
 
 @pytest.mark.parametrize("name", ["embedding", "dropout", "relu", "leaky_relu", "elu", "silu", "hardtanh", "softmax",
-                                  "log_softmax", "layer_norm", "rms_norm", "pad"])  # (torch's builtins have none)
+                                  "log_softmax", "layer_norm", "rms_norm", "pad", "normalize"])  # (torch's builtins have none)
 def test_signature_matches_torch(name):
     """Same parameter names, order and defaults as torch.nn.functional (PyTorch's private ones aside)."""
     ours = inspect.signature(getattr(F, name)).parameters
@@ -175,6 +175,26 @@ def test_layer_norm_matches_torch(dtype, affine):
     else:
         both(lambda x, w, b: F.layer_norm(x, (5,), w[0], b[0]), lambda x, w, b: TF.layer_norm(x, (5,), w[0], b[0]),
              x, w, b, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("p, dim", [(2.0, 1), (1.0, -1), (3.0, 0), (float("inf"), 2)])
+def test_normalize_matches_torch(dtype, p, dim):
+    x = rand((3, 4, 5), seed=7, scale=2.0)
+    x[1, :, :] = 0.0  # whole slices of zeros: the norm is clamped to eps and the gradient stays finite
+    both(lambda x: F.normalize(x, p, dim), lambda x: TF.normalize(x, p, dim), x, dtype=dtype)
+    both(lambda x: F.normalize(x, p=p, dim=dim, eps=0.5), lambda x: TF.normalize(x, p=p, dim=dim, eps=0.5), x,
+         dtype=dtype)
+
+
+def test_normalize_out_as_torch():
+    x = rand((3, 4), seed=8)
+    out = mg.zeros(3, 4, dtype=mg.float64)
+    assert F.normalize(mg.tensor(x), out=out) is out
+    np.testing.assert_allclose(out.numpy(), TF.normalize(torch.tensor(x)).numpy(), rtol=1e-12)
+    for lib, fn, zeros in ((mg, F.normalize, mg.zeros), (torch, TF.normalize, torch.zeros)):
+        with pytest.raises(RuntimeError, match="don't support automatic differentiation"):
+            fn(lib.tensor(x, requires_grad=True), out=zeros(3, 4, dtype=lib.float64))
 
 
 def test_layer_norm_gradcheck():

@@ -210,6 +210,13 @@ REDUCE = {
     "logsumexp": lambda L, x, dim, keepdim: L.logsumexp(x, dim=dim, keepdim=keepdim),
     "fn_sum": lambda L, x, dim, keepdim: L.sum(x, dim, keepdim),
     "fn_mean": lambda L, x, dim, keepdim: L.mean(x, dim, keepdim=keepdim),
+    "norm": lambda L, x, dim, keepdim: x.norm(dim=dim, keepdim=keepdim),
+    "norm_p1": lambda L, x, dim, keepdim: x.norm(1, dim, keepdim),
+    "norm_p3": lambda L, x, dim, keepdim: x.norm(3, dim, keepdim),
+    "norm_p1.5": lambda L, x, dim, keepdim: x.norm(1.5, dim, keepdim),
+    "norm_inf": lambda L, x, dim, keepdim: x.norm(float("inf"), dim, keepdim),
+    "norm_neg_inf": lambda L, x, dim, keepdim: x.norm(p=float("-inf"), dim=dim, keepdim=keepdim),
+    "fn_norm": lambda L, x, dim, keepdim: L.norm(x, 2, dim, keepdim),
 }
 DIMS = {"None": None, "0": 0, "1": 1, "-1": -1, "(0,2)": (0, 2), "(-1,0)": (-1, 0), "(1,)": (1,)}
 
@@ -241,6 +248,39 @@ def test_reduce_all_default(op, dtype):
     # x.sum(), x.mean() ... with no arguments, on several ranks
     for shape in [(), (5,), (3, 4)] if op not in ("var", "std") else [(5,), (3, 4)]:
         check(lambda L, x: getattr(x, op)(), data(shape, dtype, 3))
+
+
+@pytest.mark.parametrize("p", [2, 1, 3, 0.5, 1.5, float("inf"), float("-inf")])
+@dtypes
+def test_norm_where_it_is_zero_or_tied(p, dtype):
+    # rows of zeros (the formula's 0/0: torch's gradient is 0 there) and of tied magnitudes
+    # (the infinity norms share the gradient evenly), with exact zeros among the elements
+    x = np.array([[0.0, 0.0, 0.0, 0.0], [1.5, -1.5, 0.5, 0.0], [-2.0, 2.0, 2.0, -1.0]], dtype=dtype)
+    check(lambda L, x: x.norm(p, 1), x)
+    check(lambda L, x: x.norm(p, 1, keepdim=True), x)
+    if p not in (0.5, float("-inf")):  # a zero element makes these norms 0 (p < 1: a 0 ** negative power)
+        check(lambda L, x: x.norm(p), x)
+
+
+@dtypes
+def test_norm_zero_counts_nonzeros_and_has_no_gradient(dtype):
+    x0 = np.array([[0.0, 2.0, -1.0], [0.0, 0.0, 3.0]], dtype=dtype)
+    for L in (mg, torch):
+        x = L.tensor(x0, requires_grad=True)
+        out = x.norm(0, 1)
+        np.testing.assert_array_equal(out.detach().numpy(), [2.0, 1.0])
+        out.sum().backward()
+        assert x.grad is None  # torch leaves it unset: a count has no slope
+
+
+def test_norm_errors_as_torch():
+    for L in (mg, torch):
+        with pytest.raises(RuntimeError, match="Expected a floating point or complex tensor as input. Got Long"):
+            L.tensor([1, 2]).norm()
+    with pytest.raises(ValueError, match="only vector norms"):
+        mg.tensor([1.0, 2.0]).norm("nuc")
+    with pytest.raises(TypeError, match="p must be a number"):
+        mg.tensor([1.0, 2.0]).norm(True)
 
 
 @pytest.mark.parametrize("op", ["max", "min"])
