@@ -28,7 +28,7 @@ from ..tensor import linear as _linear
 __all__ = [
     "linear", "embedding", "dropout", "one_hot", "pad",
     "relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu", "silu", "softplus", "logsigmoid", "hardtanh",
-    "softmax", "log_softmax", "layer_norm", "rms_norm", "normalize",
+    "softmax", "log_softmax", "layer_norm", "rms_norm", "normalize", "cosine_similarity",
     "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
     "binary_cross_entropy", "binary_cross_entropy_with_logits",
     "REDUCTIONS", "check_reduction",
@@ -348,6 +348,24 @@ def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12, o
     with no_grad():
         out.copy_(input / denom)
     return out
+
+
+_TYPE_NAME = {"int64": "Long", "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
+
+
+def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
+    """``<x1, x2> / (max(||x1||, eps) * max(||x2||, eps))`` along ``dim`` (broadcasting), as
+    ``torch.nn.functional.cosine_similarity``, computed as PyTorch does: each input divided by
+    its norm first (the result stays within [-1, 1]), the clamp to ``eps`` outside the graph
+    (so the gradient is that of the unclamped norms)."""
+    if x1.dtype.kind not in "fc" and x2.dtype.kind not in "fc":
+        common = _TYPE_NAME.get(np.promote_types(x1.dtype, x2.dtype).name, str(np.promote_types(x1.dtype, x2.dtype)))
+        raise RuntimeError(f"expected common dtype to be floating point, yet common dtype is {common}")
+    norms = [x.norm(2, dim, keepdim=True).clone() for x in (x1, x2)]
+    with no_grad():
+        for n in norms:
+            n.clamp_min_(eps)
+    return ((x1 / norms[0]) * (x2 / norms[1])).sum(dim)
 
 
 # ============================================================================ losses

@@ -261,3 +261,20 @@ def test_pad_gradcheck_and_errors():
         F.pad(x, (1, 1, 1))
     with pytest.raises(ValueError, match="reflect padding of 4 must be smaller"):
         F.pad(x, (4, 0), mode="reflect")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shapes, dim", [(((4, 5), (4, 5)), 1), (((3, 4, 5), (1, 4, 5)), -1), (((6,), (6,)), 0),
+                                         (((2, 3), (2, 3)), 0)])
+def test_cosine_similarity_matches_torch(dtype, shapes, dim):
+    a, b = rand(shapes[0], seed=9), rand(shapes[1], seed=10)
+    a.reshape(-1)[: shapes[0][-1]] = 0.0  # a zero vector: its norm is clamped to eps outside the graph, as torch's
+    both(lambda a, b: F.cosine_similarity(a, b, dim), lambda a, b: TF.cosine_similarity(a, b, dim), a, b, dtype=dtype)
+    both(lambda a, b: F.cosine_similarity(a, b, dim=dim, eps=0.3), lambda a, b: TF.cosine_similarity(a, b, dim=dim, eps=0.3),
+         a, b, dtype=dtype)
+
+
+def test_cosine_similarity_of_integers_raises_as_torch():
+    for lib, fn in ((mg, F.cosine_similarity), (torch, TF.cosine_similarity)):
+        with pytest.raises(RuntimeError, match="expected common dtype to be floating point, yet common dtype is Long"):
+            fn(lib.tensor([[1, 2]]), lib.tensor([[2, 4]]))
