@@ -919,7 +919,7 @@ class Tensor(Variable):
             raise TypeError(f"norm: p must be a number or 'fro', got {type(p).__name__} {p!r}")
         if x.dtype.kind not in "fc":
             raise RuntimeError(f"linalg.vector_norm: Expected a floating point or complex tensor as input. "
-                               f"Got {_TYPE_NAMES.get(x.dtype, str(x.dtype)).replace('torch.', '').replace('Tensor', '')}")
+                               f"Got {_scalar_type_name(x.dtype)}")
         return R.VectorNorm.apply(x, ord=builtins.float(p), dim=dim, keepdim=keepdim)
 
     def max(self, dim: Any = None, keepdim: bool = False) -> Any:
@@ -1509,6 +1509,11 @@ _TYPE_NAMES = {
     np.dtype("int8"): "torch.CharTensor", np.dtype("uint8"): "torch.ByteTensor", bool_: "torch.BoolTensor",
 }
 
+
+
+def _scalar_type_name(dtype: Any) -> str:
+    """PyTorch's name for a dtype in its error messages: int64 -> "Long", float32 -> "Float"."""
+    return _TYPE_NAMES.get(np.dtype(dtype), str(dtype)).replace("torch.", "").replace("Tensor", "")
 
 def _as_tensor(value: Any, like: Tensor) -> Tensor:
     """A Python number or array as a constant tensor on ``like``'s device (for reflected operators)."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..autograd import Variable, is_grad_enabled, no_grad
 from ..ops import nn as _nn_ops
-from ..tensor import Tensor, cat, rand, rand_rows, where
+from ..tensor import Tensor, _scalar_type_name, cat, rand, rand_rows, where
 from ..tensor import cross_entropy as _fused_cross_entropy
 from ..tensor import linear as _linear
 
@@ -350,16 +350,13 @@ def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12, o
     return out
 
 
-_TYPE_NAME = {"int64": "Long", "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
-
-
 def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
     """``<x1, x2> / (max(||x1||, eps) * max(||x2||, eps))`` along ``dim`` (broadcasting), as
     ``torch.nn.functional.cosine_similarity``, computed as PyTorch does: each input divided by
     its norm first (the result stays within [-1, 1]), the clamp to ``eps`` outside the graph
     (so the gradient is that of the unclamped norms)."""
     if x1.dtype.kind not in "fc" and x2.dtype.kind not in "fc":
-        common = _TYPE_NAME.get(np.promote_types(x1.dtype, x2.dtype).name, str(np.promote_types(x1.dtype, x2.dtype)))
+        common = _scalar_type_name(np.promote_types(x1.dtype, x2.dtype))
         raise RuntimeError(f"expected common dtype to be floating point, yet common dtype is {common}")
     norms = [x.norm(2, dim, keepdim=True).clone() for x in (x1, x2)]
     with no_grad():
