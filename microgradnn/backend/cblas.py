@@ -22,6 +22,19 @@ on the cores whose kernels include OpenBLAS's small-matrix GEMMs (:data:`SMALL_G
 product of a few rows in the plain ``NN`` form skips the packing every other GEMM does
 (``kernels_cpu._times_transposed``).
 
+OpenBLAS's own GEMM building blocks (:data:`PACKED`). Every ``cblas_sgemm`` call copies both
+operands into OpenBLAS's blocked layout ("packing") and then runs one register-blocked
+kernel over the packed blocks. A recurrent layer multiplies the same W_hh at every step, so
+it packs W_hh once per call and runs the kernel itself (``backend/packed.py``): the
+packing routines and the kernel for this core (``sgemm_incopy_SKYLAKEX``,
+``sgemm_kernel_SKYLAKEX``, ...) are exported by the DYNAMIC_ARCH build numpy ships, under
+the core's name. They are internal to OpenBLAS, so they are used only after a self-test at
+import (a product with ragged edges, float32 and float64, against ``cblas_?gemm``) and
+under names of our own (``mgnn_openblas_sgemm_kernel``, ...) that numba's disk cache can keep
+whatever the core. :func:`run_on_blas_threads` runs a compiled function on OpenBLAS's own
+worker threads (its ``gotoblas_pthread``), so the time loop uses the same threads, the same
+count and the same limits (threadpoolctl, ``train.threads``) as every other product.
+
 Where numpy was built against another BLAS (conda's MKL, a distribution's OpenBLAS) the
 symbols are not there: :data:`AVAILABLE` is False and the recurrent ops keep their per-step
 path, which gives the same numbers.
@@ -36,7 +49,7 @@ import os
 import numpy as np
 
 __all__ = ["AVAILABLE", "LIBRARY", "CORE", "SMALL_GEMM", "SGEMM", "DGEMM", "SGEMV", "DGEMV", "SOMATCOPY",
-           "DOMATCOPY"]
+           "DOMATCOPY", "PACKED", "PACKED_PARTS", "blas_threads", "run_on_blas_threads"]
 
 SGEMM, DGEMM = "scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"
 SGEMV, DGEMV = "scipy_cblas_sgemv64_", "scipy_cblas_dgemv64_"
@@ -96,3 +109,114 @@ LIBRARY: str | None = _load()
 AVAILABLE: bool = LIBRARY is not None
 CORE: str = _core(LIBRARY)
 SMALL_GEMM: bool = CORE in SMALL_GEMM_CORES
+
+# ----------------------------------------------------------------- packed products
+
+#: The parts of OpenBLAS's GEMM that backend/packed.py calls, per precision ``s`` / ``d``:
+#: the kernel ``C += alpha * A_packed B_packed`` (C column-major) and three packing routines
+#: (``incopy``: A from a matrix stored along K; ``itcopy``: A stored along M; ``oncopy``: B
+#: stored along K). Exported as ``{p}{part}_{CORE}``; numba sees them as ``mgnn_openblas_{p}{part}``.
+PACKED_PARTS = ("gemm_kernel", "gemm_incopy", "gemm_itcopy", "gemm_oncopy")
+PACKED_ALIAS = "mgnn_openblas_{}"
+_RUN_THREADS, _NUM_THREADS = "gotoblas_pthread", "scipy_openblas_get_num_threads64_"
+
+
+#: Packed blocks start on a page, as OpenBLAS's own buffers do: some cores' kernels use
+#: aligned vector loads on them (Sandy Bridge's crash on a 16-byte aligned block).
+PACKED_ALIGN = 4096
+
+
+def aligned_zeros(size: int, dtype) -> np.ndarray:
+    """A zeroed 1-D array of ``size`` elements starting on a :data:`PACKED_ALIGN` boundary."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.zeros(size * itemsize + PACKED_ALIGN, np.uint8)
+    start = -raw.ctypes.data % PACKED_ALIGN
+    return raw[start : start + size * itemsize].view(dtype)
+
+
+def _packed_functions(path: str | None, core: str) -> dict | None:
+    """name -> ctypes function of every packed part, or None where one is missing."""
+    if path is None or not core:
+        return None
+    lib = ctypes.CDLL(path)
+    found = {}
+    for p in "sd":
+        for part in PACKED_PARTS:
+            fn = getattr(lib, f"{p}{part}_{core.upper()}", None)
+            if fn is None:
+                return None
+            copy = part != "gemm_kernel"
+            real = ctypes.c_float if p == "s" else ctypes.c_double
+            fn.restype = ctypes.c_int
+            fn.argtypes = ([ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p] if copy else
+                           [ctypes.c_int64] * 3 + [real] + [ctypes.c_void_p] * 3 + [ctypes.c_int64])
+            found[p + part] = fn
+    for name in (_RUN_THREADS, _NUM_THREADS):
+        fn = getattr(lib, name, None)
+        if fn is None:
+            return None
+        found[name] = fn
+    found[_RUN_THREADS].restype = ctypes.c_int
+    found[_RUN_THREADS].argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+    found[_NUM_THREADS].restype = ctypes.c_int
+    found[_NUM_THREADS].argtypes = []
+    return found
+
+
+def _packed_product_agrees(fns: dict, p: str) -> bool:
+    """The self-test: out (N, M) = x (N, K) @ w (M, K)^T and out2 (N, K) = g (N, M) @ w, through
+    the packing routines and the kernel, against numpy's product (odd sizes: every edge case
+    of the panels is on the way)."""
+    dtype = np.float32 if p == "s" else np.float64
+    rng = np.random.default_rng(12)
+    M, N, K = 45, 7, 19
+    w = rng.standard_normal((M, K)).astype(dtype)
+    x = rng.standard_normal((N, K)).astype(dtype)
+    g = rng.standard_normal((N, M)).astype(dtype)
+    sa = aligned_zeros((M + 64) * (K + 64), dtype)
+    sb = aligned_zeros((M + 64) * (N + 64), dtype)
+    out = np.zeros((N, M), dtype)
+    fns[p + "gemm_incopy"](K, M, w.ctypes.data, K, sa.ctypes.data)
+    fns[p + "gemm_oncopy"](K, N, x.ctypes.data, K, sb.ctypes.data)
+    fns[p + "gemm_kernel"](M, N, K, 1.0, sa.ctypes.data, sb.ctypes.data, out.ctypes.data, M)
+    out2 = np.zeros((N, K), dtype)
+    fns[p + "gemm_itcopy"](M, K, w.ctypes.data, K, sa.ctypes.data)
+    fns[p + "gemm_oncopy"](M, N, g.ctypes.data, M, sb.ctypes.data)
+    fns[p + "gemm_kernel"](K, N, M, 1.0, sa.ctypes.data, sb.ctypes.data, out2.ctypes.data, K)
+    tol = 1e-4 if p == "s" else 1e-12
+    return bool(np.allclose(out, x @ w.T, rtol=tol, atol=tol) and np.allclose(out2, g @ w, rtol=tol, atol=tol))
+
+
+def _load_packed(path: str | None, core: str) -> dict | None:
+    fns = _packed_functions(path, core)
+    if fns is None or not all(_packed_product_agrees(fns, p) for p in "sd"):
+        return None
+    import llvmlite.binding as llvm
+
+    for p in "sd":
+        for part in PACKED_PARTS:
+            llvm.add_symbol(PACKED_ALIAS.format(p + part), ctypes.cast(fns[p + part], ctypes.c_void_p).value)
+    return fns
+
+
+_PACKED_FUNCTIONS = _load_packed(LIBRARY, CORE) if os.environ.get("MICROGRADNN_PACKED", "1") != "0" else None
+PACKED: bool = _PACKED_FUNCTIONS is not None
+
+
+def blas_threads() -> int:
+    """How many threads OpenBLAS uses for a product now (its own count, as threadpoolctl sets it)."""
+    if _PACKED_FUNCTIONS is None:
+        return 1
+    return max(1, int(_PACKED_FUNCTIONS[_NUM_THREADS]()))
+
+
+def run_on_blas_threads(function_address: int, args: np.ndarray) -> None:
+    """Run the C function ``void f(void *)`` at ``function_address`` once per row of the
+    int64 array ``args`` (row k is thread k's argument block): row 0 on the calling thread,
+    the others on OpenBLAS's workers; returns when all are done. The rows must not outnumber
+    :func:`blas_threads` (OpenBLAS hands each to a worker of its own). The call releases the GIL."""
+    rows, width = args.shape
+    if not args.flags.c_contiguous or args.dtype != np.int64 or not 1 <= rows <= blas_threads():
+        raise ValueError(f"run_on_blas_threads: args must be a C-contiguous int64 (threads, n) array with "
+                         f"1..{blas_threads()} rows, got {args.dtype} {args.shape}")
+    _PACKED_FUNCTIONS[_RUN_THREADS](rows, function_address, args.ctypes.data, width * 8)

@@ -63,9 +63,10 @@ class CPUBackend(Backend):
         return np.asarray(array)
 
     def sequence_driver(self, name: str) -> Callable | None:
-        from . import kernels_cpu
+        from . import kernels_cpu, packed
 
-        return kernels_cpu.SEQUENCE_DRIVERS.get(name)
+        driver = kernels_cpu.SEQUENCE_DRIVERS.get(name)
+        return None if driver is None else packed.with_packed_loop(name, driver)
 
     def index_add(self, target: Any, index: Any, values: Any) -> None:
         np.add.at(target, index, values)

@@ -22,11 +22,16 @@ both devices.
 On the CPU the step loop itself is compiled: ``ctx.backend.sequence_driver(name)`` hands
 out a numba function that runs all T steps (per step the same GEMM, through numpy's own
 OpenBLAS, and the same cell kernel) without coming back to the interpreter
-(backend/kernels_cpu.py, backend/cblas.py). Other backends, float16, and a numpy without
-those BLAS symbols run the Python loop below; both give the same numbers (tested).
-The weights are read in PyTorch's (G*H, H) layout every call, the forward product as a
-GEMM with a transposed operand: there is no prepared copy to go stale after an optimizer
-step, a ``load_state_dict`` or a LoRA merge, and none is made per call.
+(backend/kernels_cpu.py, backend/cblas.py). An LSTM batch of at least 8 rows goes further
+(backend/packed.py): W_hh is packed once per call into OpenBLAS's blocked layout, each step
+runs OpenBLAS's own GEMM kernel on it, and the batch rows are split over OpenBLAS's threads,
+each thread running every step for its rows (rows are independent through the recurrence,
+so the threads never wait for each other inside the loop). Other backends, float16, and a
+numpy without those BLAS symbols run the Python loop below; all give the same numbers
+(tested). The weights are read in PyTorch's (G*H, H) layout on every call (packed per call
+where the packed loop runs): nothing prepared is kept between calls, so nothing can go
+stale after an optimizer step, a ``load_state_dict``, a LoRA merge or a raw write through
+``.numpy()``.
 
 Variable lengths (``lengths``, (B,) ints in 1..T) follow PyTorch's packed sequences: at a
 step ``t >= lengths[b]`` row b keeps its state and outputs 0, so ``h_n`` is each
@@ -58,8 +63,11 @@ benchmarks/bench_rnn_step.py), and what it taught:
 
 * GEMMs are ~85% of an LSTM training step. The big all-steps GEMMs run at ~180 GFLOP/s,
   close to OpenBLAS's peak; the per-step ones (B = 32 rows) at ~145: they set the floor.
-  torch's oneDNN RNN pre-packs W_hh and beats that, so the LSTM step stays ~1.2-1.3x
+  torch's oneDNN RNN pre-packs W_hh and beats that, so the LSTM step stayed ~1.2-1.3x
   torch, while GRU and tanh/relu RNN (where torch is far from GEMM peak) run ~0.7x.
+  Packing W_hh once per call and running OpenBLAS's kernel on it, one thread per half of
+  the batch (backend/packed.py), brought the LSTM step to 0.8-1.0x torch (2026-12-03,
+  benchmarks/README.md): per-step products at the cores' peak, cells on both cores.
 * Fresh multi-MB buffers cost a page fault per 4 KiB page every step (glibc returns them
   to the kernel): ~9 ms of a 45 ms step. Internal buffers come from a small workspace;
   arrays the caller keeps (the state buffer the output views, weight gradients) cannot,

@@ -1,0 +1,161 @@
+"""The packed, batch-split LSTM time loop (backend/packed.py) on OpenBLAS's own kernels and threads.
+
+* it is on with numpy's wheel, and really runs for the batches it claims (a spy counts calls);
+* its outputs and gradients match finite differences (float64) and the per-step Python loop
+  (tests/test_sequence_drivers.py compares it at B 9, 32, 33, 128, 129 too);
+* the split over threads changes no bit in float32: one thread and two give identical
+  arrays, for odd batches, variable lengths, both directions (in float64 Skylake-X's kernel
+  sums the edge panel of a gate count that is not a multiple of 16 in an order that
+  depends on the number of rows, so there the last bit may move);
+* two Python threads running LSTMs at once get what each gets alone (each its own buffers);
+* weights are packed every call: an in-place update and a raw write through ``.numpy()`` are
+  both seen by the next forward;
+* with ``MICROGRADNN_PACKED=0`` (or a BLAS without the parts) the layer runs as before.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+import microgradnn as mg
+from microgradnn.backend import cblas, packed
+from microgradnn.gradcheck import gradcheck
+from microgradnn.ops.recurrent import lstm_sequence
+
+from test_recurrent_ops import as_tensors, random_problem
+
+
+def _lstm_run(B, dtype=np.float64, lengths=None, reverse=False, seed=0, T=6, I=5, H=7, need_h0=True, norms=None):
+    x, h0, c0, w = random_problem("lstm", T, B, I, H, dtype, seed)
+    x, h0, c0, w = as_tensors(x, h0, c0, w)
+    h0.requires_grad = need_h0
+    outs = lstm_sequence(x, h0, c0, *w, lengths=lengths, reverse=reverse, grad_norms=norms)
+    rng = np.random.default_rng(seed + 1)
+    loss = sum((o * mg.tensor(rng.standard_normal(o.shape).astype(dtype))).sum() for o in outs)
+    loss.backward()
+    grads = [t.grad.array.copy() for t in [x, h0, c0] + w if t.grad is not None]
+    return [o.array.copy() for o in outs] + grads
+
+
+def test_packed_parts_found_and_self_tested():
+    # numpy's wheel ships a DYNAMIC_ARCH OpenBLAS that exports its kernels under the core's
+    # name; if this fails the LSTM silently runs its slower per-step driver
+    assert cblas.PACKED, f"OpenBLAS's packed GEMM parts were not found or failed the self-test (core {cblas.CORE!r})"
+    assert packed.AVAILABLE and cblas.blas_threads() >= 1
+    assert packed.threads_for(packed.MIN_BATCH - 1) == 0 and packed.threads_for(packed.MIN_BATCH) >= 1
+
+
+@pytest.mark.parametrize("B, expected", [(packed.MIN_BATCH - 1, 0), (packed.MIN_BATCH, 1), (33, 1)])
+def test_packed_loop_runs_where_claimed(monkeypatch, B, expected):
+    calls = {"forward": 0, "backward": 0}
+    for kind in calls:
+        real = getattr(packed, f"lstm_{kind}")
+
+        def spy(*args, _real=real, _kind=kind):
+            calls[_kind] += 1
+            return _real(*args)
+
+        monkeypatch.setattr(packed, f"lstm_{kind}", spy)
+    _lstm_run(B, np.float32)
+    assert calls == {"forward": expected, "backward": expected}
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_packed_loop_gradcheck(reverse):
+    # an independent reference: central differences, float64, B 8 (the packed loop's
+    # smallest batch), ragged lengths
+    x, h0, c0, w = random_problem("lstm", 4, 8, 3, 5, np.float64, seed=7)
+    x, h0, c0, w = as_tensors(x, h0, c0, w)
+    lengths = [4, 1, 3, 4, 2, 4, 3, 1]
+    assert gradcheck(lambda *a: lstm_sequence(*a, lengths=lengths, reverse=reverse), x, h0, c0, *w)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B", [8, 13, 40])
+@pytest.mark.parametrize("lengths, reverse", [(None, False), ("ragged", True)])
+def test_thread_split_changes_no_bit_in_float32(dtype, B, lengths, reverse):
+    if cblas.blas_threads() < 2:
+        pytest.skip(f"OpenBLAS runs {cblas.blas_threads()} thread here: no split to compare")
+    if lengths == "ragged":
+        lengths = [1 + (5 * b) % 6 for b in range(B)]
+    norms_one, norms_two = [], []
+    with threadpool_limits(1, user_api="blas"):
+        one = _lstm_run(B, dtype, lengths, reverse, norms=norms_one)
+    two = _lstm_run(B, dtype, lengths, reverse, norms=norms_two)
+    assert len(one) == len(two) == 10
+    for a, b in zip(one + norms_one, two + norms_two):
+        if dtype == np.float32:
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+
+
+def test_two_python_threads_at_once():
+    # each Python thread packs into buffers of its own: running together changes nothing
+    alone = [_lstm_run(12, np.float32, seed=s, H=33) for s in (1, 2)]
+    together = [None, None]
+
+    def work(k):
+        for _ in range(5):
+            together[k] = _lstm_run(12, np.float32, seed=k + 1, H=33)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for mine, ref in zip(together, alone):
+        for a, b in zip(mine, ref):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_every_write_to_the_weights_is_seen():
+    # nothing packed is kept between calls: an optimizer step and a raw numpy write (which
+    # no version counter sees) both change the next output, as torch's do
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(6, 10)
+    ours = mg.nn.LSTM(6, 10)
+    ours.load_state_dict(ref.state_dict())
+    x = np.random.default_rng(3).standard_normal((5, 16, 6)).astype(np.float32)
+
+    def agree():
+        out = ours(mg.tensor(x))[0]
+        np.testing.assert_allclose(out.array, ref(torch.from_numpy(x))[0].detach().numpy(), rtol=1e-5, atol=1e-6)
+        return out
+
+    out = agree()
+    opt, topt = mg.optim.SGD(ours.parameters(), lr=0.5), torch.optim.SGD(ref.parameters(), lr=0.5)
+    out.sum().backward()
+    ref(torch.from_numpy(x))[0].sum().backward()
+    opt.step()
+    topt.step()
+    agree()
+    ours.weight_hh_l0.detach().numpy()[:] *= -1.5
+    with torch.no_grad():
+        ref.weight_hh_l0.mul_(-1.5)
+    agree()
+
+
+def test_run_on_blas_threads_refuses_what_it_cannot_run():
+    too_many = np.zeros((cblas.blas_threads() + 1, 4), np.int64)
+    with pytest.raises(ValueError, match="run_on_blas_threads"):
+        cblas.run_on_blas_threads(0, too_many)
+    with pytest.raises(ValueError, match="run_on_blas_threads"):
+        cblas.run_on_blas_threads(0, np.zeros((1, 4), np.int32))
+
+
+def test_switched_off_the_layer_runs_as_before():
+    probe = ("import numpy as np, microgradnn as mg; from microgradnn.backend import cblas, packed; "
+             "x = mg.tensor(np.random.default_rng(0).standard_normal((4, 16, 3)).astype(np.float32)); "
+             "out = mg.nn.LSTM(3, 5)(x)[0]; print(cblas.PACKED, packed.threads_for(16), out.shape)")
+    env = dict(os.environ, MICROGRADNN_PACKED="0")
+    run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["False", "0", "(4,", "16,", "5)"]
