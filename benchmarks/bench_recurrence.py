@@ -23,6 +23,9 @@ two losses are checked to agree before anything is timed):
   OpenBLAS's small-matrix route (``kernels_cpu._sequence_drivers(small_gemm=...)``; the
   route only helps where OpenBLAS runs Skylake-X's kernels), both microgradnn, with torch
   in the same blocks, at the sweep's small batches and its B 32 points;
+* ``packed`` (not in the default set): the LSTM's packed, batch-split time loop
+  (backend/packed.py) against the compiled per-step driver the same batch runs without
+  it, both microgradnn, with torch in the same blocks;
 * ``proj`` (not in the default set): the LSTM with a projection, Embedding 65x64 -> LSTM
   (64 -> 256, proj_size 128, 2 layers) -> Linear 65, T 64, B 32, CE, Adam: the fused
   whole-sequence op against microgradnn's generic (unrolled autograd) path, with torch in
@@ -133,6 +136,29 @@ def routes(repeat: int) -> None:
         a, b, tt = (t[k]["median"] * 1e3 for k in ("small", "other", "torch"))
         print(f"H {H} x{L}, T {T}, B {B:<17} {a:9.2f} {b:9.2f} {tt:9.2f} ms   small/torch {a / tt:.2f}x, "
               f"other/torch {b / tt:.2f}x, small/other {a / b:.2f}x", flush=True)
+
+
+def packed_loop(repeat: int) -> None:
+    """The packed, batch-split LSTM loop (backend/packed.py) on and off: off, the same batch
+    runs the compiled per-step driver (same process, same kernels otherwise)."""
+    from microgradnn.backend import packed
+
+    print("\npacked LSTM loop (char-LM step)              packed  per-step    torch   ratios")
+    for H, L, T, B in [(64, 1, 64, 32), (128, 2, 64, 32), (256, 2, 64, 32), (128, 2, 256, 8), (256, 2, 128, 64)]:
+        steps = build_charlm_step(T=T, B=B, vocab=65, embed=64, hidden=H, layers=L)
+        check_losses(steps, f"H{H}")
+
+        def per_step(step=steps["mg"]):
+            packed.AVAILABLE = False
+            try:
+                return step()
+            finally:
+                packed.AVAILABLE = True
+
+        t = blocks({"packed": steps["mg"], "per-step": per_step, "torch": steps["torch"]}, repeat)
+        a, b, tt = (t[k]["median"] * 1e3 for k in ("packed", "per-step", "torch"))
+        print(f"H {H} x{L}, T {T}, B {B:<17} {a:9.2f} {b:9.2f} {tt:9.2f} ms   packed/torch {a / tt:.2f}x, "
+              f"per-step/torch {b / tt:.2f}x, packed/per-step {a / b:.2f}x", flush=True)
 
 
 def proj(repeat: int) -> None:
@@ -259,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--only", nargs="+", default=["issue3", "sweep", "sampling", "contention"],
-                        choices=["issue3", "sweep", "sampling", "contention", "drivers", "routes", "proj"])
+                        choices=["issue3", "sweep", "sampling", "contention", "drivers", "routes", "proj", "packed"])
     parser.add_argument("--steps", type=int, default=200, help="steps per contention figure (default 200)")
     parser.add_argument("--threads", type=int, default=2,
                         help="threads of both sides for the comparisons (default 2; 1 shows the single-core gap)")
@@ -278,7 +304,8 @@ def main(argv: list[str] | None = None) -> None:
         load = "?"
     print(f"microgradnn {mg.__version__}, torch {torch.__version__}, numpy {np.__version__}, {args.threads} thread(s); "
           f"whole-sequence drivers: {'on' if cblas.AVAILABLE else 'OFF'}; OpenBLAS kernels: {cblas.CORE or '?'}"
-          f"{' (small-matrix route)' if cblas.SMALL_GEMM else ''}; load average at start: {load}")
+          f"{' (small-matrix route)' if cblas.SMALL_GEMM else ''}; packed LSTM loop (B >= 8): "
+          f"{'on' if cblas.PACKED else 'OFF'}; load average at start: {load}")
     print("medians over 4 alternating blocks per side; ratio = microgradnn / torch (time)")
     try:
         for name in args.only:
@@ -289,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
                 policy = threads.apply_threads(args.threads)
             else:
                 {"issue3": issue3, "sweep": sweep, "sampling": sampling, "drivers": drivers, "routes": routes,
-                 "proj": proj}[name](repeat)
+                 "proj": proj, "packed": packed_loop}[name](repeat)
     finally:
         policy.restore()
 
