@@ -203,20 +203,30 @@ _PACKED_FUNCTIONS = _load_packed(LIBRARY, CORE) if os.environ.get("MICROGRADNN_P
 PACKED: bool = _PACKED_FUNCTIONS is not None
 
 
+_most_threads = 1  # the largest count blas_threads() has returned: OpenBLAS's pool is at least that big
+
+
 def blas_threads() -> int:
     """How many threads OpenBLAS uses for a product now (its own count, as threadpoolctl sets it)."""
+    global _most_threads
     if _PACKED_FUNCTIONS is None:
         return 1
-    return max(1, int(_PACKED_FUNCTIONS[_NUM_THREADS]()))
+    threads = max(1, int(_PACKED_FUNCTIONS[_NUM_THREADS]()))
+    _most_threads = max(_most_threads, threads)
+    return threads
 
 
 def run_on_blas_threads(function_address: int, args: np.ndarray) -> None:
     """Run the C function ``void f(void *)`` at ``function_address`` once per row of the
     int64 array ``args`` (row k is thread k's argument block): row 0 on the calling thread,
-    the others on OpenBLAS's workers; returns when all are done. The rows must not outnumber
-    :func:`blas_threads` (OpenBLAS hands each to a worker of its own). The call releases the GIL."""
-    rows, width = args.shape
-    if not args.flags.c_contiguous or args.dtype != np.int64 or not 1 <= rows <= blas_threads():
+    the others on OpenBLAS's workers; returns when all are done. Take as many rows as
+    :func:`blas_threads` said. If the count has been lowered since (threadpoolctl in another
+    thread), OpenBLAS hands each row to a worker of its own, waiting for one to be free: the
+    rows run one after another, correct and no faster. More rows than OpenBLAS ever ran
+    threads are refused (its queue for them is a fixed array)."""
+    if (args.ndim != 2 or not args.flags.c_contiguous or args.dtype != np.int64
+            or not 1 <= args.shape[0] <= max(_most_threads, blas_threads())):
         raise ValueError(f"run_on_blas_threads: args must be a C-contiguous int64 (threads, n) array with "
-                         f"1..{blas_threads()} rows, got {args.dtype} {args.shape}")
+                         f"1..{_most_threads} rows, got {args.dtype} {args.shape}")
+    rows, width = args.shape
     _PACKED_FUNCTIONS[_RUN_THREADS](rows, function_address, args.ctypes.data, width * 8)

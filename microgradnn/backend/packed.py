@@ -15,9 +15,9 @@ with no meeting point until the end of the sequence. The threads are OpenBLAS's 
 (:func:`~microgradnn.backend.cblas.run_on_blas_threads`), as many as it uses for a product
 now, so a ``threadpoolctl`` limit or ``train.threads`` applies here too and no second pool
 spins beside OpenBLAS's. Each row gets the same arithmetic whatever the split: in float32
-one thread or two give the same bits (tested on Haswell's and Skylake-X's kernels); in
-float64 Skylake-X's kernel sums the edge panel of a gate count that is not a multiple of 16
-in an order that depends on the number of rows, so there the last bit can move.
+one thread or two give the same bits on Haswell's and Skylake-X's kernels (tested); in
+float64, and on Nehalem's kernels, the edge panels are summed in an order that depends on
+the number of rows, so there the last bit can move.
 
 Measured (T 64, float32, whole forward loop; 2-core EPYC Zen 5; the compiled per-step
 driver it replaces first): B 32 H 64 0.64 -> 0.27 ms, H 128 1.40 -> 0.85, H 256 4.37 ->
@@ -60,6 +60,13 @@ MIN_ROWS_PER_THREAD = 4
 #: it stays in L2 while the kernel sweeps the batch's columns. A multiple of every core's
 #: panel height, so a block starts on a panel boundary.
 M_BLOCK = 256
+#: The longest sum (K) one kernel call takes. OpenBLAS's own GEMM never hands its kernel more
+#: than its block depth GEMM_Q (a few hundred), and some kernels rely on it: Sandy Bridge's
+#: sgemm kernel crashed at K 730 and beyond. Longer sums go in blocks of K_BLOCK, packed as
+#: such, each call adding its part into C, as OpenBLAS's GEMM does.
+K_BLOCK = 512
+#: Room per K block of a packed operand: its rows rounded up to this (any core's panel).
+_ROWS_ROUND = 64
 
 _i64 = _t.int64
 
@@ -80,44 +87,67 @@ _soncopy, _doncopy = _part("sgemm_oncopy", None), _part("dgemm_oncopy", None)
 
 
 @njit(cache=True, nogil=True)
+def _padded(rows):
+    return -(-rows // _ROWS_ROUND) * _ROWS_ROUND
+
+
+@njit(cache=True, nogil=True)
 def _pack_weight(w, sa, transposed):
-    """Pack W (M, K), C-contiguous, as the kernel's A: A = W (forward), or A = W^T (backward,
-    ``transposed``)."""
+    """Pack W (rows, cols), C-contiguous, as the kernel's A in blocks of :data:`K_BLOCK` of its
+    K: A = W (forward: M = rows, K = cols), or A = W^T (backward, ``transposed``: M = cols,
+    K = rows). Block j starts at element ``_padded(M) * j * K_BLOCK`` of ``sa``."""
     rows, cols = w.shape
-    if transposed:  # A (cols x rows) stored along its M: OpenBLAS's "itcopy"
-        if w.itemsize == 4:
-            _sitcopy(rows, cols, w.ctypes.data, cols, sa.ctypes.data)
-        else:
-            _ditcopy(rows, cols, w.ctypes.data, cols, sa.ctypes.data)
-    else:  # A (rows x cols) stored along its K: "incopy"
-        if w.itemsize == 4:
-            _sincopy(cols, rows, w.ctypes.data, cols, sa.ctypes.data)
-        else:
-            _dincopy(cols, rows, w.ctypes.data, cols, sa.ctypes.data)
+    size = w.itemsize
+    M, K = (cols, rows) if transposed else (rows, cols)
+    stride = _padded(M)
+    k0 = 0
+    while k0 < K:
+        kb = min(K_BLOCK, K - k0)
+        region = sa.ctypes.data + stride * k0 * size
+        if transposed:  # A (cols x rows) stored along its M, K block = rows k0.. of W: "itcopy"
+            source = w.ctypes.data + k0 * cols * size
+            if size == 4:
+                _sitcopy(kb, cols, source, cols, region)
+            else:
+                _ditcopy(kb, cols, source, cols, region)
+        else:  # A (rows x cols) stored along its K, K block = columns k0.. of W: "incopy"
+            source = w.ctypes.data + k0 * size
+            if size == 4:
+                _sincopy(kb, rows, source, cols, region)
+            else:
+                _dincopy(kb, rows, source, cols, region)
+        k0 += kb
 
 
 @njit(cache=True, nogil=True)
 def _packed_product(sa, x, sb, c):
-    """c += x @ A^T for the packed A (M = c's columns, K = x's columns): x is packed into
-    ``sb`` (this thread's), then the kernel runs over blocks of :data:`M_BLOCK` rows of A.
-    Rows of x and c must be contiguous (any row stride)."""
+    """c += x @ A^T for the A packed by :func:`_pack_weight` (M = c's columns, K = x's
+    columns). Per block of :data:`K_BLOCK`, x's part is packed into ``sb`` (this thread's),
+    then the kernel runs over blocks of :data:`M_BLOCK` rows of A. Rows of x and c must be
+    contiguous (any row stride)."""
     N, K = x.shape
     M = c.shape[1]
     size = x.itemsize
     ldx, ldc = x.strides[0] // size, c.strides[0] // size
-    if size == 4:
-        _soncopy(K, N, x.ctypes.data, ldx, sb.ctypes.data)
-    else:
-        _doncopy(K, N, x.ctypes.data, ldx, sb.ctypes.data)
-    m0 = 0
-    while m0 < M:
-        mm = min(M_BLOCK, M - m0)
-        a_block, c_block = sa.ctypes.data + m0 * K * size, c.ctypes.data + m0 * size
+    stride = _padded(M)
+    k0 = 0
+    while k0 < K:
+        kb = min(K_BLOCK, K - k0)
         if size == 4:
-            _skernel(mm, N, K, np.float32(1.0), a_block, sb.ctypes.data, c_block, ldc)
+            _soncopy(kb, N, x.ctypes.data + k0 * size, ldx, sb.ctypes.data)
         else:
-            _dkernel(mm, N, K, 1.0, a_block, sb.ctypes.data, c_block, ldc)
-        m0 += mm
+            _doncopy(kb, N, x.ctypes.data + k0 * size, ldx, sb.ctypes.data)
+        region = sa.ctypes.data + stride * k0 * size
+        m0 = 0
+        while m0 < M:
+            mm = min(M_BLOCK, M - m0)
+            a_block, c_block = region + m0 * kb * size, c.ctypes.data + m0 * size
+            if size == 4:
+                _skernel(mm, N, kb, np.float32(1.0), a_block, sb.ctypes.data, c_block, ldc)
+            else:
+                _dkernel(mm, N, kb, 1.0, a_block, sb.ctypes.data, c_block, ldc)
+            m0 += mm
+        k0 += kb
 
 
 # --------------------------------------------------------------------------- one thread's rows
@@ -279,9 +309,16 @@ def _contiguous(*arrays) -> bool:
     return all(a.flags.c_contiguous for a in arrays)
 
 
+def _packed_size(M: int, K: int) -> int:
+    """Elements :func:`_pack_weight` writes for an A of M x K, rounded up to whole pages."""
+    return _panel_size(-(-M // _ROWS_ROUND) * _ROWS_ROUND, K)
+
+
 def _panel_size(rows: int, cols: int) -> int:
-    """Elements of a packed block of a (rows, cols) matrix, with room for any core's panel edges."""
-    return (rows + 64) * cols + 1024
+    """Elements of a packed block of a (rows, cols) matrix, with room for any core's panel
+    edges, rounded up to whole pages (so the next thread's block starts on a page too)."""
+    page = _cblas.PACKED_ALIGN // 4  # in float32 elements: a whole page for float64 as well
+    return -(-((rows + 64) * cols + 1024) // page) * page
 
 
 def lstm_forward(gates, w_hh, bias, hs, cs, mask, hh, reverse, threads) -> None:
@@ -289,11 +326,11 @@ def lstm_forward(gates, w_hh, bias, hs, cs, mask, hh, reverse, threads) -> None:
     T, B, GH = gates.shape
     H = GH // 4
     dtype = gates.dtype
-    sa = _buffer("weights", _panel_size(GH, H), dtype)
+    sa = _buffer("weights", _packed_size(GH, H), dtype)
     _pack_weight(w_hh, sa, False)
     hh.fill(0)
     bounds = _row_bounds(B, threads)
-    sb_size = _panel_size(max(b - a for a, b in zip(bounds, bounds[1:])), H)
+    sb_size = _panel_size(max(b - a for a, b in zip(bounds, bounds[1:])), min(H, K_BLOCK))
     blocks = _buffer("rows", threads * sb_size, dtype)
     args = np.empty((threads, len(_FORWARD_FIELDS)), np.int64)
     for k in range(threads):
@@ -310,10 +347,10 @@ def lstm_backward(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_total, w_h
     T, B, GH = acts.shape
     H = GH // 4
     dtype = acts.dtype
-    sa = _buffer("weights", _panel_size(H, GH), dtype)
+    sa = _buffer("weights", _packed_size(H, GH), dtype)
     _pack_weight(w_hh, sa, True)
     bounds = _row_bounds(B, threads)
-    sb_size = _panel_size(max(b - a for a, b in zip(bounds, bounds[1:])), GH)
+    sb_size = _panel_size(max(b - a for a, b in zip(bounds, bounds[1:])), min(GH, K_BLOCK))
     blocks = _buffer("rows", threads * sb_size, dtype)
     args = np.empty((threads, len(_BACKWARD_FIELDS)), np.int64)
     for k in range(threads):
