@@ -25,8 +25,9 @@ driver it replaces first): B 32 H 64 0.64 -> 0.27 ms, H 128 1.40 -> 0.85, H 256 
 rows give the kernel too little to do per pass over W_hh), so batches under
 :data:`MIN_BATCH` keep the per-step driver. Packing W_hh costs 100 us (forward layout) and
 37 us (backward) at H 256, ~2% of the layer's time: packing once per call, not per step,
-is what the speed needs, and nothing is kept between calls that could go stale when the
-weights change in place.
+is what the speed needs. Nothing packed is kept between calls: in training every forward
+follows an optimizer step, so a cache would never hit there, and writes no version counter
+sees (through ``.numpy()``, ``gradcheck``'s nudges) would leave it stale without a sign.
 
 The packed product, in OpenBLAS's column-major terms: ``C (M x N) += A (M x K) B (K x N)``.
 Our row-major ``out (N rows, M)`` is that C with ``ldc`` its row stride; the forward A is
@@ -321,24 +322,33 @@ def _panel_size(rows: int, cols: int) -> int:
     return -(-((rows + 64) * cols + 1024) // page) * page
 
 
+def _run_split(kind: str, dtype, batch: int, threads: int, depth: int, row) -> None:
+    """Split ``batch`` rows over ``threads``, give each thread a packing block for its rows'
+    part of a sum of ``depth``, and run ``kind``'s entry point on OpenBLAS's threads with
+    ``row(b0, b1, sb)`` as thread k's argument row (rows [b0, b1), its block ``sb``)."""
+    bounds = _row_bounds(batch, threads)
+    sb_size = _panel_size(max(b - a for a, b in zip(bounds, bounds[1:])), min(depth, K_BLOCK))
+    blocks = _buffer("rows", threads * sb_size, dtype)
+    width = len(_FORWARD_FIELDS if kind == "forward" else _BACKWARD_FIELDS)
+    args = np.empty((threads, width), np.int64)
+    for k in range(threads):
+        args[k] = row(bounds[k], bounds[k + 1], blocks[k * sb_size : (k + 1) * sb_size])
+    _cblas.run_on_blas_threads(_worker(kind, dtype), args)
+
+
 def lstm_forward(gates, w_hh, bias, hs, cs, mask, hh, reverse, threads) -> None:
     """The LSTM forward time loop (the per-step driver's contract, ``hh`` used as the zero block)."""
     T, B, GH = gates.shape
     H = GH // 4
-    dtype = gates.dtype
-    sa = _buffer("weights", _packed_size(GH, H), dtype)
+    sa = _buffer("weights", _packed_size(GH, H), gates.dtype)
     _pack_weight(w_hh, sa, False)
     hh.fill(0)
-    bounds = _row_bounds(B, threads)
-    sb_size = _panel_size(max(b - a for a, b in zip(bounds, bounds[1:])), min(H, K_BLOCK))
-    blocks = _buffer("rows", threads * sb_size, dtype)
-    args = np.empty((threads, len(_FORWARD_FIELDS)), np.int64)
-    for k in range(threads):
-        sb = blocks[k * sb_size : (k + 1) * sb_size]
-        args[k] = (T, B, H, bounds[k], bounds[k + 1], int(reverse), gates.ctypes.data, sa.ctypes.data, sa.size,
-                   bias.ctypes.data, hs.ctypes.data, cs.ctypes.data, mask.ctypes.data, hh.ctypes.data,
-                   sb.ctypes.data, sb_size)
-    _cblas.run_on_blas_threads(_worker("forward", dtype), args)
+
+    def row(b0, b1, sb):
+        return (T, B, H, b0, b1, int(reverse), gates.ctypes.data, sa.ctypes.data, sa.size, bias.ctypes.data,
+                hs.ctypes.data, cs.ctypes.data, mask.ctypes.data, hh.ctypes.data, sb.ctypes.data, sb.size)
+
+    _run_split("forward", gates.dtype, B, threads, H, row)
 
 
 def lstm_backward(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_total, w_hh, reverse, needs_dh0,
@@ -346,20 +356,15 @@ def lstm_backward(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_total, w_h
     """The LSTM backward time loop (the per-step driver's contract)."""
     T, B, GH = acts.shape
     H = GH // 4
-    dtype = acts.dtype
-    sa = _buffer("weights", _packed_size(H, GH), dtype)
+    sa = _buffer("weights", _packed_size(H, GH), acts.dtype)
     _pack_weight(w_hh, sa, True)
-    bounds = _row_bounds(B, threads)
-    sb_size = _panel_size(max(b - a for a, b in zip(bounds, bounds[1:])), min(GH, K_BLOCK))
-    blocks = _buffer("rows", threads * sb_size, dtype)
-    args = np.empty((threads, len(_BACKWARD_FIELDS)), np.int64)
-    for k in range(threads):
-        sb = blocks[k * sb_size : (k + 1) * sb_size]
-        args[k] = (T, B, H, bounds[k], bounds[k + 1], int(reverse), int(needs_dh0), dh_total.shape[0],
-                   acts.ctypes.data, cs.ctypes.data, dout.ctypes.data, carry.ctypes.data, dh_rec.ctypes.data,
-                   dc.ctypes.data, mask.ctypes.data, dgates.ctypes.data, dh_total.ctypes.data, sa.ctypes.data,
-                   sa.size, sb.ctypes.data, sb_size)
-    _cblas.run_on_blas_threads(_worker("backward", dtype), args)
+
+    def row(b0, b1, sb):
+        return (T, B, H, b0, b1, int(reverse), int(needs_dh0), dh_total.shape[0], acts.ctypes.data, cs.ctypes.data,
+                dout.ctypes.data, carry.ctypes.data, dh_rec.ctypes.data, dc.ctypes.data, mask.ctypes.data,
+                dgates.ctypes.data, dh_total.ctypes.data, sa.ctypes.data, sa.size, sb.ctypes.data, sb.size)
+
+    _run_split("backward", acts.dtype, B, threads, GH, row)
 
 
 def forward_accepts(gates, w_hh, bias, hs, cs, mask, hh) -> bool:
