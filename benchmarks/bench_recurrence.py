@@ -23,9 +23,10 @@ two losses are checked to agree before anything is timed):
   OpenBLAS's small-matrix route (``kernels_cpu._sequence_drivers(small_gemm=...)``; the
   route only helps where OpenBLAS runs Skylake-X's kernels), both microgradnn, with torch
   in the same blocks, at the sweep's small batches and its B 32 points;
-* ``packed`` (not in the default set): the LSTM's packed, batch-split time loop
+* ``packed`` (not in the default set): the packed, batch-split time loop
   (backend/packed.py) against the compiled per-step driver the same batch runs without
-  it, both microgradnn, with torch in the same blocks;
+  it, both microgradnn, with torch in the same blocks: the char-LM LSTM steps and the
+  issue-3 GRU and RNN steps;
 * ``proj`` (not in the default set): the LSTM with a projection, Embedding 65x64 -> LSTM
   (64 -> 256, proj_size 128, 2 layers) -> Linear 65, T 64, B 32, CE, Adam: the fused
   whole-sequence op against microgradnn's generic (unrolled autograd) path, with torch in
@@ -139,14 +140,20 @@ def routes(repeat: int) -> None:
 
 
 def packed_loop(repeat: int) -> None:
-    """The packed, batch-split LSTM loop (backend/packed.py) on and off: off, the same batch
-    runs the compiled per-step driver (same process, same kernels otherwise)."""
+    """The packed, batch-split loop (backend/packed.py) on and off: off, the same batch runs
+    the compiled per-step driver (same process, same kernels otherwise)."""
     from microgradnn.backend import packed
 
-    print("\npacked LSTM loop (char-LM step)              packed  per-step    torch   ratios")
-    for H, L, T, B in [(64, 1, 64, 32), (128, 2, 64, 32), (256, 2, 64, 32), (128, 2, 256, 8), (256, 2, 128, 64)]:
-        steps = build_charlm_step(T=T, B=B, vocab=65, embed=64, hidden=H, layers=L)
-        check_losses(steps, f"H{H}")
+    print("\npacked loop (char-LM LSTM / issue-3 step)    packed  per-step    torch   ratios")
+    cases = [(f"H {H} x{L}, T {T}, B {B}", dict(T=T, B=B, hidden=H, layers=L))
+             for H, L, T, B in [(64, 1, 64, 32), (128, 2, 64, 32), (256, 2, 64, 32), (128, 2, 256, 8), (256, 2, 128, 64)]]
+    cases += [(f"issue-3 {cell.upper()}", cell) for cell in ("gru", "rnn")]
+    for label, case in cases:
+        if isinstance(case, str):
+            steps = build_sequence_step(case)
+        else:
+            steps = build_charlm_step(vocab=65, embed=64, **case)
+        check_losses(steps, label)
 
         def per_step(step=steps["mg"]):
             packed.AVAILABLE = False
@@ -157,7 +164,7 @@ def packed_loop(repeat: int) -> None:
 
         t = blocks({"packed": steps["mg"], "per-step": per_step, "torch": steps["torch"]}, repeat)
         a, b, tt = (t[k]["median"] * 1e3 for k in ("packed", "per-step", "torch"))
-        print(f"H {H} x{L}, T {T}, B {B:<17} {a:9.2f} {b:9.2f} {tt:9.2f} ms   packed/torch {a / tt:.2f}x, "
+        print(f"{label:<28} {a:9.2f} {b:9.2f} {tt:9.2f} ms   packed/torch {a / tt:.2f}x, "
               f"per-step/torch {b / tt:.2f}x, packed/per-step {a / b:.2f}x", flush=True)
 
 
@@ -304,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
         load = "?"
     print(f"microgradnn {mg.__version__}, torch {torch.__version__}, numpy {np.__version__}, {args.threads} thread(s); "
           f"whole-sequence drivers: {'on' if cblas.AVAILABLE else 'OFF'}; OpenBLAS kernels: {cblas.CORE or '?'}"
-          f"{' (small-matrix route)' if cblas.SMALL_GEMM else ''}; packed LSTM loop (B >= 8): "
+          f"{' (small-matrix route)' if cblas.SMALL_GEMM else ''}; packed loop (LSTM/GRU/RNN, B >= 8): "
           f"{'on' if cblas.PACKED else 'OFF'}; load average at start: {load}")
     print("medians over 4 alternating blocks per side; ratio = microgradnn / torch (time)")
     try:

@@ -1,4 +1,5 @@
-"""The packed, batch-split LSTM time loop (backend/packed.py) on OpenBLAS's own kernels and threads.
+"""The packed, batch-split time loops of the LSTM, GRU and RNN (backend/packed.py) on OpenBLAS's
+own kernels and threads.
 
 * it is on with numpy's wheel, and really runs for the batches it claims (a spy counts calls);
 * its outputs and gradients match finite differences (float64) and the per-step Python loop
@@ -31,23 +32,29 @@ from microgradnn.backend import cblas, packed
 from microgradnn.gradcheck import gradcheck
 from microgradnn.ops.recurrent import lstm_sequence
 
-from test_recurrent_ops import as_tensors, random_problem
+from test_recurrent_ops import KINDS, as_tensors, random_problem, run
 
 #: Where one thread and two give the same float32 bits (measured): the cores CI and the
 #: benchmarks run. Elsewhere (Nehalem's kernels) the split moves the last bit.
 EXACT_SPLIT_CORES = ("haswell", "skylakex")
 
 
-def _lstm_run(B, dtype=np.float64, lengths=None, reverse=False, seed=0, T=6, I=5, H=7, need_h0=True, norms=None):
-    x, h0, c0, w = random_problem("lstm", T, B, I, H, dtype, seed)
-    x, h0, c0, w = as_tensors(x, h0, c0, w)
+def _cell_run(kind, B, dtype=np.float64, lengths=None, reverse=False, seed=0, T=6, I=5, H=7, need_h0=True,
+              norms=None):
+    """Outputs and every gradient of one layer of ``kind`` (test_recurrent_ops.KINDS)."""
+    x, h0, c0, w = random_problem(kind, T, B, I, H, dtype, seed)
+    x, h0, c0, w = as_tensors(x, h0, c0 if kind == "lstm" else None, w)
     h0.requires_grad = need_h0
-    outs = lstm_sequence(x, h0, c0, *w, lengths=lengths, reverse=reverse, grad_norms=norms)
+    outs = run(kind, x, h0, c0, w, lengths=lengths, reverse=reverse, grad_norms=norms)
     rng = np.random.default_rng(seed + 1)
     loss = sum((o * mg.tensor(rng.standard_normal(o.shape).astype(dtype))).sum() for o in outs)
     loss.backward()
-    grads = [t.grad.array.copy() for t in [x, h0, c0] + w if t.grad is not None]
+    grads = [t.grad.array.copy() for t in [x, h0, c0] + w if t is not None and t.grad is not None]
     return [o.array.copy() for o in outs] + grads
+
+
+def _lstm_run(B, dtype=np.float64, **options):
+    return _cell_run("lstm", B, dtype, **options)
 
 
 def test_packed_parts_found_and_self_tested():
@@ -58,44 +65,51 @@ def test_packed_parts_found_and_self_tested():
     assert packed.threads_for(packed.MIN_BATCH - 1) == 0 and packed.threads_for(packed.MIN_BATCH) >= 1
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("B, expected", [(packed.MIN_BATCH - 1, 0), (packed.MIN_BATCH, 1), (33, 1)])
-def test_packed_loop_runs_where_claimed(monkeypatch, B, expected):
+def test_packed_loop_runs_where_claimed(monkeypatch, kind, B, expected):
     calls = {"forward": 0, "backward": 0}
-    for kind in calls:
-        real = getattr(packed, f"lstm_{kind}")
+    cell = kind.split("_")[0]  # rnn_tanh and rnn_relu run rnn_forward / rnn_backward
+    for half in calls:
+        real = getattr(packed, f"{cell}_{half}")
 
-        def spy(*args, _real=real, _kind=kind):
-            calls[_kind] += 1
+        def spy(*args, _real=real, _half=half):
+            calls[_half] += 1
             return _real(*args)
 
-        monkeypatch.setattr(packed, f"lstm_{kind}", spy)
-    _lstm_run(B, np.float32)
+        monkeypatch.setattr(packed, f"{cell}_{half}", spy)
+    _cell_run(kind, B, np.float32)
     assert calls == {"forward": expected, "backward": expected}
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("reverse", [False, True])
-def test_packed_loop_gradcheck(reverse):
+def test_packed_loop_gradcheck(kind, reverse):
     # an independent reference: central differences, float64, B 8 (the packed loop's
     # smallest batch), ragged lengths
-    x, h0, c0, w = random_problem("lstm", 4, 8, 3, 5, np.float64, seed=7)
+    x, h0, c0, w = random_problem(kind, 4, 8, 3, 5, np.float64, seed=7)
     x, h0, c0, w = as_tensors(x, h0, c0, w)
     lengths = [4, 1, 3, 4, 2, 4, 3, 1]
-    assert gradcheck(lambda *a: lstm_sequence(*a, lengths=lengths, reverse=reverse), x, h0, c0, *w)
+    if kind == "lstm":
+        assert gradcheck(lambda *a: lstm_sequence(*a, lengths=lengths, reverse=reverse), x, h0, c0, *w)
+    else:
+        assert gradcheck(lambda x, h0, *w: run(kind, x, h0, None, w, lengths=lengths, reverse=reverse), x, h0, *w)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("B", [8, 13, 40])
 @pytest.mark.parametrize("lengths, reverse", [(None, False), ("ragged", True)])
-def test_thread_split_changes_no_bit_in_float32(dtype, B, lengths, reverse):
+def test_thread_split_changes_no_bit_in_float32(kind, dtype, B, lengths, reverse):
     if cblas.blas_threads() < 2:
         pytest.skip(f"OpenBLAS runs {cblas.blas_threads()} thread here: no split to compare")
     if lengths == "ragged":
         lengths = [1 + (5 * b) % 6 for b in range(B)]
     norms_one, norms_two = [], []
     with threadpool_limits(1, user_api="blas"):
-        one = _lstm_run(B, dtype, lengths, reverse, norms=norms_one)
-    two = _lstm_run(B, dtype, lengths, reverse, norms=norms_two)
-    assert len(one) == len(two) == 10
+        one = _cell_run(kind, B, dtype, lengths, reverse, norms=norms_one)
+    two = _cell_run(kind, B, dtype, lengths, reverse, norms=norms_two)
+    assert len(one) == len(two) == (10 if kind == "lstm" else 8)
     exact = dtype == np.float32 and cblas.CORE in EXACT_SPLIT_CORES
     for a, b in zip(one + norms_one, two + norms_two):
         if exact:
@@ -123,30 +137,33 @@ def _cores_here() -> list:
 def test_every_core_here_runs_the_packed_loop_right(core):
     # Finding: Sandy Bridge's kernel crashed on a sum of 640 or more in one call (the
     # backward's K is 4H), and on a block that was not page-aligned; each core
-    # OpenBLAS can pick on this CPU, in its own process, against torch: H 300 (K 1200, two
-    # M blocks with an edge panel), B 12 (a split of 6 + 6 rows)
+    # OpenBLAS can pick on this CPU, in its own process, against torch, every cell: H 300
+    # (K up to 1200, two M blocks with an edge panel), B 12 (a split of 6 + 6 rows)
     probe = """if True:
         import numpy as np, torch, microgradnn as mg
         from microgradnn.backend import cblas, packed
-        torch.manual_seed(0)
-        ref, ours = torch.nn.LSTM(5, 300), mg.nn.LSTM(5, 300)
-        ours.load_state_dict(ref.state_dict())
-        x = np.random.default_rng(0).standard_normal((4, 12, 5)).astype(np.float32)
-        tx, mx = torch.from_numpy(x).requires_grad_(), mg.tensor(x, requires_grad=True)
-        ref(tx)[0].pow(2).sum().backward()
-        out = ours(mx)[0]
-        (out * out).sum().backward()
-        print(cblas.CORE, cblas.PACKED, packed.threads_for(12) > 0,
-              float(np.abs(out.array - ref(tx)[0].detach().numpy()).max()),
-              float(np.abs(mx.grad.array - tx.grad.numpy()).max()),
-              float(np.abs(ours.weight_hh_l0.grad.array - ref.weight_hh_l0.grad.numpy()).max()))
+        for cell in ("LSTM", "GRU", "RNN"):
+            torch.manual_seed(0)
+            ref, ours = getattr(torch.nn, cell)(5, 300), getattr(mg.nn, cell)(5, 300)
+            ours.load_state_dict(ref.state_dict())
+            x = np.random.default_rng(0).standard_normal((4, 12, 5)).astype(np.float32)
+            tx, mx = torch.from_numpy(x).requires_grad_(), mg.tensor(x, requires_grad=True)
+            ref(tx)[0].pow(2).sum().backward()
+            out = ours(mx)[0]
+            (out * out).sum().backward()
+            print(cell, cblas.CORE, cblas.PACKED, packed.threads_for(12) > 0,
+                  float(np.abs(out.array - ref(tx)[0].detach().numpy()).max()),
+                  float(np.abs(mx.grad.array - tx.grad.numpy()).max()),
+                  float(np.abs(ours.weight_hh_l0.grad.array - ref.weight_hh_l0.grad.numpy()).max()))
     """
     env = dict(os.environ, OPENBLAS_CORETYPE=core)
-    run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-2000:]
-    name, on, used, *errors = run.stdout.split()
-    assert (name, on, used) == (core.lower(), "True", "True")
-    assert all(float(e) < 1e-4 for e in errors), errors
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert [line[0] for line in lines] == ["LSTM", "GRU", "RNN"]
+    for cell, name, on, used, *errors in lines:
+        assert (name, on, used) == (core.lower(), "True", "True"), cell
+        assert all(float(e) < 1e-4 for e in errors), (cell, errors)
 
 
 def test_two_python_threads_at_once():

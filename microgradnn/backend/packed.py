@@ -1,4 +1,5 @@
-"""The LSTM time loop on weights packed once per call, split by batch rows over OpenBLAS's threads.
+"""The LSTM, GRU and RNN time loops on weights packed once per call, split by batch rows over
+OpenBLAS's threads.
 
 Why. A per-step product ``h_{t-1} @ W_hh^T`` through ``cblas_sgemm`` copies W_hh into
 OpenBLAS's blocked layout ("packs" it) on every call, then splits a 32-row product over two
@@ -19,8 +20,13 @@ one thread or two give the same bits on Haswell's and Skylake-X's kernels (teste
 float64, and on Nehalem's kernels, the edge panels are summed in an order that depends on
 the number of rows, so there the last bit can move.
 
-Measured (T 64, float32, whole forward loop; 2-core EPYC Zen 5; the compiled per-step
-driver it replaces first): B 32 H 64 0.64 -> 0.27 ms, H 128 1.40 -> 0.85, H 256 4.37 ->
+The GRU and the Elman RNN (tanh, relu) run the same loop around their own cell kernels: their
+per-step products are as small as the LSTM's, and on a 2-core Xeon (AVX-512) the issue-3 step
+went from 0.74x to 0.55x torch's time (GRU) and from 0.88x to 0.65x (RNN) with them
+(benchmarks/README.md). Only the LSTM with a projection keeps the per-step driver.
+
+Measured for the LSTM (T 64, float32, whole forward loop; 2-core EPYC Zen 5; the compiled
+per-step driver it replaces first): B 32 H 64 0.64 -> 0.27 ms, H 128 1.40 -> 0.85, H 256 4.37 ->
 3.00, B 64 H 256 8.4 -> 6.1; B 8 H 128 0.59 -> 0.43; at B 4 it lost (0.31 -> 0.45: four
 rows give the kernel too little to do per pass over W_hh), so batches under
 :data:`MIN_BATCH` keep the per-step driver. Packing W_hh costs 100 us (forward layout) and
@@ -48,9 +54,11 @@ from numba import types as _t
 from numba.extending import intrinsic
 
 from . import cblas as _cblas
-from .kernels_cpu import _RNN_OPTS, _lstm_cell_backward, _lstm_cell_forward, _slots
+from .kernels_cpu import (_RNN_OPTS, _gru_cell_backward, _gru_cell_forward, _lstm_cell_backward, _lstm_cell_forward,
+                          _rnn_cell_backward, _rnn_cell_forward, _slots)
 
-__all__ = ["AVAILABLE", "MIN_BATCH", "lstm_forward", "lstm_backward", "threads_for", "with_packed_loop"]
+__all__ = ["AVAILABLE", "MIN_BATCH", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward",
+           "rnn_backward", "threads_for", "with_packed_loop"]
 
 AVAILABLE: bool = _cblas.PACKED
 
@@ -152,11 +160,17 @@ def _packed_product(sa, x, sb, c):
 
 
 # --------------------------------------------------------------------------- one thread's rows
+#
+# Each runs all T steps of one cell for batch rows [b0, b1): the per-step driver's loop
+# (kernels_cpu.py) on a slice, with the product on the packed weights. The forward products
+# ADD: the LSTM's and the RNN's add straight into the step's gate buffer, which holds
+# x_t W_ih^T, and the cell kernel is handed a zero block for its ``hh`` (the same sums and
+# roundings as the per-step driver: ``(x W_ih^T + h W_hh^T) + 0 + b``); the GRU keeps
+# h W_hh^T apart (r scales its n slice), so its rows of ``hh[t]`` are zeroed first.
 
 
 @njit(**_RNN_OPTS)
 def _lstm_rows_forward(gates, sa, bias, hs, cs, mask, zeros, sb, b0, b1, reverse):
-    """All T forward steps for batch rows [b0, b1) (the per-step driver's loop, on a slice)."""
     T = gates.shape[0]
     for s in range(T):
         t, p, n = _slots(T, s, reverse)
@@ -166,9 +180,35 @@ def _lstm_rows_forward(gates, sa, bias, hs, cs, mask, zeros, sb, b0, b1, reverse
 
 
 @njit(**_RNN_OPTS)
+def _gru_rows_forward(gates, hh, sa, bias, b_hn, hs, mask, sb, b0, b1, reverse):
+    T = gates.shape[0]
+    for s in range(T):
+        t, p, n = _slots(T, s, reverse)
+        rec = hh[t, b0:b1]
+        rec[:] = 0
+        _packed_product(sa, hs[p, b0:b1], sb, rec)  # hh_t = h_{t-1} W_hh^T
+        _gru_cell_forward(gates[t, b0:b1], rec, bias, b_hn, hs[p, b0:b1], mask[t, b0:b1], hs[n, b0:b1])
+
+
+@njit(**_RNN_OPTS)
+def _rnn_rows_forward(gates, sa, bias, hs, mask, zeros, sb, b0, b1, reverse, relu):
+    T = gates.shape[0]
+    for s in range(T):
+        t, p, n = _slots(T, s, reverse)
+        _packed_product(sa, hs[p, b0:b1], sb, gates[t, b0:b1])
+        _rnn_cell_forward(gates[t, b0:b1], zeros[b0:b1], bias, hs[p, b0:b1], mask[t, b0:b1], hs[n, b0:b1], relu)
+
+
+@njit(**_RNN_OPTS)
+def _recurrent_grad(sa, dgates, sb, dh_rec):
+    """dh_rec = dgates W_hh (for these rows): what flows to h_{t-1} through the recurrence."""
+    dh_rec[:] = 0
+    _packed_product(sa, dgates, sb, dh_rec)
+
+
+@njit(**_RNN_OPTS)
 def _lstm_rows_backward(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_total, sa, sb, b0, b1, reverse,
                         needs_dh0):
-    """All T backward steps for batch rows [b0, b1)."""
     T = acts.shape[0]
     record = dh_total.shape[0] == T  # else one (1, B, H) scratch step
     for k in range(T):
@@ -177,21 +217,50 @@ def _lstm_rows_backward(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_tota
         _lstm_cell_backward(acts[t, b0:b1], cs[p, b0:b1], cs[n, b0:b1], dout[t, b0:b1], carry[b0:b1], dh_rec[b0:b1],
                             dc[b0:b1], mask[t, b0:b1], dgates[t, b0:b1], total[b0:b1])
         if k != T - 1 or needs_dh0:  # the last product only feeds dL/dh0
-            rec = dh_rec[b0:b1]
-            rec[:] = 0
-            _packed_product(sa, dgates[t, b0:b1], sb, rec)  # dh_rec = dgates_t W_hh
+            _recurrent_grad(sa, dgates[t, b0:b1], sb, dh_rec[b0:b1])
+
+
+@njit(**_RNN_OPTS)
+def _gru_rows_backward(acts, hh, hs, dout, carry, dh_rec, mask, dgx, dgh, dh_total, sa, sb, b0, b1, reverse,
+                       needs_dh0):
+    T = acts.shape[0]
+    record = dh_total.shape[0] == T
+    for k in range(T):
+        t, p, n = _slots(T, T - 1 - k, reverse)
+        total = dh_total[t] if record else dh_total[0]
+        _gru_cell_backward(acts[t, b0:b1], hh[t, b0:b1], hs[p, b0:b1], dout[t, b0:b1], carry[b0:b1], dh_rec[b0:b1],
+                           mask[t, b0:b1], dgx[t, b0:b1], dgh[t, b0:b1], total[b0:b1])
+        if k != T - 1 or needs_dh0:
+            _recurrent_grad(sa, dgh[t, b0:b1], sb, dh_rec[b0:b1])
+
+
+@njit(**_RNN_OPTS)
+def _rnn_rows_backward(hs, dout, carry, dh_rec, mask, dgates, dh_total, sa, sb, b0, b1, reverse, needs_dh0, relu):
+    T = dgates.shape[0]
+    record = dh_total.shape[0] == T
+    for k in range(T):
+        t, p, n = _slots(T, T - 1 - k, reverse)
+        total = dh_total[t] if record else dh_total[0]
+        _rnn_cell_backward(hs[n, b0:b1], dout[t, b0:b1], carry[b0:b1], dh_rec[b0:b1], mask[t, b0:b1],
+                           dgates[t, b0:b1], total[b0:b1], relu)
+        if k != T - 1 or needs_dh0:
+            _recurrent_grad(sa, dgates[t, b0:b1], sb, dh_rec[b0:b1])
 
 
 # --------------------------------------------------------------------------- the threads' entry points
 #
 # OpenBLAS calls ``void f(void *)`` on each thread with a pointer to that thread's row of an
-# int64 argument block: the sizes, the thread's rows, and the addresses of the arrays, which
-# the job rebuilds with ``carray`` (all of them C-contiguous, checked by the callers below).
+# int64 argument block: a header (which cell, the sizes, the thread's rows, flags, the packed
+# weights and the thread's packing block), then the addresses of the cell's arrays in the
+# order its ``*_rows_*`` function takes them, which the job rebuilds with ``carray`` (all of
+# them C-contiguous, checked by the drivers below).
 
-_FORWARD_FIELDS = ("T", "B", "H", "b0", "b1", "reverse", "gates", "sa", "sa_size", "bias", "hs", "cs", "mask",
-                   "zeros", "sb", "sb_size")
-_BACKWARD_FIELDS = ("T", "B", "H", "b0", "b1", "reverse", "needs_dh0", "steps", "acts", "cs", "dout", "carry",
-                    "dh_rec", "dc", "mask", "dgates", "dh_total", "sa", "sa_size", "sb", "sb_size")
+LSTM, GRU, RNN = 0, 1, 2
+_GATES = (4, 3, 1)  # gate blocks per cell, by the codes above
+_HEADER = ("cell", "T", "B", "H", "b0", "b1", "reverse", "needs_dh0", "steps", "relu", "sa", "sa_size", "sb",
+           "sb_size")
+_MOST_ARRAYS = 10  # the GRU's backward
+_WIDTH = len(_HEADER) + _MOST_ARRAYS
 _F32, _F64, _U8 = np.zeros(0, np.float32), np.zeros(0, np.float64), np.zeros(0, np.uint8)
 
 
@@ -207,58 +276,71 @@ def _pointer_like(typingctx, address, like):
 
 
 @njit(**_RNN_OPTS)
+def _view(address, like, shape):
+    return carray(_pointer_like(address, like), shape)
+
+
+@njit(**_RNN_OPTS)
 def _forward_job(a, like):
-    T, B, H, b0, b1, reverse = a[0], a[1], a[2], a[3], a[4], a[5] != 0
-    GH = 4 * H
-    gates = carray(_pointer_like(a[6], like), (T, B, GH))
-    sa = carray(_pointer_like(a[7], like), (a[8],))
-    bias = carray(_pointer_like(a[9], like), (GH,))
-    hs = carray(_pointer_like(a[10], like), (T + 1, B, H))
-    cs = carray(_pointer_like(a[11], like), (T + 1, B, H))
-    mask = carray(_pointer_like(a[12], _U8), (T, B))
-    zeros = carray(_pointer_like(a[13], like), (B, GH))
-    sb = carray(_pointer_like(a[14], like), (a[15],))
-    _lstm_rows_forward(gates, sa, bias, hs, cs, mask, zeros, sb, b0, b1, reverse)
+    cell, T, B, H, b0, b1, reverse, relu = a[0], a[1], a[2], a[3], a[4], a[5], a[6] != 0, a[9] != 0
+    sa, sb = _view(a[10], like, (a[11],)), _view(a[12], like, (a[13],))
+    GH = _GATES[cell] * H
+    arg = a[len(_HEADER):]
+    gates = _view(arg[0], like, (T, B, GH))
+    if cell == LSTM:
+        _lstm_rows_forward(gates, sa, _view(arg[1], like, (GH,)), _view(arg[2], like, (T + 1, B, H)),
+                           _view(arg[3], like, (T + 1, B, H)), _view(arg[4], _U8, (T, B)),
+                           _view(arg[5], like, (B, GH)), sb, b0, b1, reverse)
+    elif cell == GRU:
+        _gru_rows_forward(gates, _view(arg[1], like, (T, B, GH)), sa, _view(arg[2], like, (GH,)),
+                          _view(arg[3], like, (H,)), _view(arg[4], like, (T + 1, B, H)), _view(arg[5], _U8, (T, B)),
+                          sb, b0, b1, reverse)
+    else:
+        _rnn_rows_forward(gates, sa, _view(arg[1], like, (H,)), _view(arg[2], like, (T + 1, B, H)),
+                          _view(arg[3], _U8, (T, B)), _view(arg[4], like, (B, H)), sb, b0, b1, reverse, relu)
 
 
 @njit(**_RNN_OPTS)
 def _backward_job(a, like):
-    T, B, H, b0, b1, reverse, needs_dh0, steps = a[0], a[1], a[2], a[3], a[4], a[5] != 0, a[6] != 0, a[7]
-    GH = 4 * H
-    acts = carray(_pointer_like(a[8], like), (T, B, GH))
-    cs = carray(_pointer_like(a[9], like), (T + 1, B, H))
-    dout = carray(_pointer_like(a[10], like), (T, B, H))
-    carry = carray(_pointer_like(a[11], like), (B, H))
-    dh_rec = carray(_pointer_like(a[12], like), (B, H))
-    dc = carray(_pointer_like(a[13], like), (B, H))
-    mask = carray(_pointer_like(a[14], _U8), (T, B))
-    dgates = carray(_pointer_like(a[15], like), (T, B, GH))
-    dh_total = carray(_pointer_like(a[16], like), (steps, B, H))
-    sa = carray(_pointer_like(a[17], like), (a[18],))
-    sb = carray(_pointer_like(a[19], like), (a[20],))
-    _lstm_rows_backward(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_total, sa, sb, b0, b1, reverse,
-                        needs_dh0)
-
-
-_FORWARD_WIDTH, _BACKWARD_WIDTH = len(_FORWARD_FIELDS), len(_BACKWARD_FIELDS)
+    cell, T, B, H, b0, b1, reverse = a[0], a[1], a[2], a[3], a[4], a[5], a[6] != 0
+    needs_dh0, steps, relu = a[7] != 0, a[8], a[9] != 0
+    sa, sb = _view(a[10], like, (a[11],)), _view(a[12], like, (a[13],))
+    GH = _GATES[cell] * H
+    arg = a[len(_HEADER):]
+    if cell == LSTM:
+        _lstm_rows_backward(_view(arg[0], like, (T, B, GH)), _view(arg[1], like, (T + 1, B, H)),
+                            _view(arg[2], like, (T, B, H)), _view(arg[3], like, (B, H)), _view(arg[4], like, (B, H)),
+                            _view(arg[5], like, (B, H)), _view(arg[6], _U8, (T, B)), _view(arg[7], like, (T, B, GH)),
+                            _view(arg[8], like, (steps, B, H)), sa, sb, b0, b1, reverse, needs_dh0)
+    elif cell == GRU:
+        _gru_rows_backward(_view(arg[0], like, (T, B, GH)), _view(arg[1], like, (T, B, GH)),
+                           _view(arg[2], like, (T + 1, B, H)), _view(arg[3], like, (T, B, H)),
+                           _view(arg[4], like, (B, H)), _view(arg[5], like, (B, H)), _view(arg[6], _U8, (T, B)),
+                           _view(arg[7], like, (T, B, GH)), _view(arg[8], like, (T, B, GH)),
+                           _view(arg[9], like, (steps, B, H)), sa, sb, b0, b1, reverse, needs_dh0)
+    else:
+        _rnn_rows_backward(_view(arg[0], like, (T + 1, B, H)), _view(arg[1], like, (T, B, H)),
+                           _view(arg[2], like, (B, H)), _view(arg[3], like, (B, H)), _view(arg[4], _U8, (T, B)),
+                           _view(arg[5], like, (T, B, H)), _view(arg[6], like, (steps, B, H)), sa, sb, b0, b1,
+                           reverse, needs_dh0, relu)
 
 
 # The entry points, one per job and dtype (a C signature has no type parameters); compiled
 # by :func:`_worker` on first use, and kept by numba's disk cache.
 def _forward_f32(argument_block):
-    _forward_job(carray(argument_block, (_FORWARD_WIDTH,), np.int64), _F32)
+    _forward_job(carray(argument_block, (_WIDTH,), np.int64), _F32)
 
 
 def _forward_f64(argument_block):
-    _forward_job(carray(argument_block, (_FORWARD_WIDTH,), np.int64), _F64)
+    _forward_job(carray(argument_block, (_WIDTH,), np.int64), _F64)
 
 
 def _backward_f32(argument_block):
-    _backward_job(carray(argument_block, (_BACKWARD_WIDTH,), np.int64), _F32)
+    _backward_job(carray(argument_block, (_WIDTH,), np.int64), _F32)
 
 
 def _backward_f64(argument_block):
-    _backward_job(carray(argument_block, (_BACKWARD_WIDTH,), np.int64), _F64)
+    _backward_job(carray(argument_block, (_WIDTH,), np.int64), _F64)
 
 
 _ENTRIES = {("forward", "f"): _forward_f32, ("forward", "d"): _forward_f64,
@@ -306,10 +388,6 @@ def _row_bounds(batch: int, threads: int) -> list:
     return [batch * k // threads for k in range(threads + 1)]
 
 
-def _contiguous(*arrays) -> bool:
-    return all(a.flags.c_contiguous for a in arrays)
-
-
 def _packed_size(M: int, K: int) -> int:
     """Elements :func:`_pack_weight` writes for an A of M x K, rounded up to whole pages."""
     return _panel_size(-(-M // _ROWS_ROUND) * _ROWS_ROUND, K)
@@ -322,100 +400,104 @@ def _panel_size(rows: int, cols: int) -> int:
     return -(-((rows + 64) * cols + 1024) // page) * page
 
 
-def _run_split(kind: str, dtype, batch: int, threads: int, depth: int, row) -> None:
-    """Split ``batch`` rows over ``threads``, give each thread a packing block for its rows'
-    part of a sum of ``depth``, and run ``kind``'s entry point on OpenBLAS's threads with
-    ``row(b0, b1, sb)`` as thread k's argument row (rows [b0, b1), its block ``sb``)."""
-    bounds = _row_bounds(batch, threads)
+def _run(kind: str, cell: int, w_hh, arrays: tuple, T: int, reverse: bool, threads: int, needs_dh0=False,
+         steps=0, relu=False) -> None:
+    """Pack ``w_hh`` (G*H, H) for ``kind``'s product, split the batch over ``threads``, give
+    each thread a packing block for its rows, and run ``kind``'s entry point for ``cell`` on
+    OpenBLAS's threads with ``arrays`` (the cell's, in its rows function's order)."""
+    GH, H = w_hh.shape
+    B = arrays[0].shape[1]
+    M, depth = (GH, H) if kind == "forward" else (H, GH)  # forward A = W_hh, backward A = W_hh^T
+    dtype = w_hh.dtype
+    sa = _buffer("weights", _packed_size(M, depth), dtype)
+    _pack_weight(w_hh, sa, kind == "backward")
+    bounds = _row_bounds(B, threads)
     sb_size = _panel_size(max(b - a for a, b in zip(bounds, bounds[1:])), min(depth, K_BLOCK))
     blocks = _buffer("rows", threads * sb_size, dtype)
-    width = len(_FORWARD_FIELDS if kind == "forward" else _BACKWARD_FIELDS)
-    args = np.empty((threads, width), np.int64)
+    args = np.zeros((threads, _WIDTH), np.int64)
     for k in range(threads):
-        args[k] = row(bounds[k], bounds[k + 1], blocks[k * sb_size : (k + 1) * sb_size])
+        sb = blocks[k * sb_size : (k + 1) * sb_size]
+        args[k, : len(_HEADER)] = (cell, T, B, H, bounds[k], bounds[k + 1], reverse, needs_dh0, steps, relu,
+                                   sa.ctypes.data, sa.size, sb.ctypes.data, sb.size)
+        args[k, len(_HEADER) : len(_HEADER) + len(arrays)] = [a.ctypes.data for a in arrays]
     _cblas.run_on_blas_threads(_worker(kind, dtype), args)
 
 
+# Each takes its per-step driver's arguments (kernels_cpu.py) and the thread count.
+
+
 def lstm_forward(gates, w_hh, bias, hs, cs, mask, hh, reverse, threads) -> None:
-    """The LSTM forward time loop (the per-step driver's contract, ``hh`` used as the zero block)."""
-    T, B, GH = gates.shape
-    H = GH // 4
-    sa = _buffer("weights", _packed_size(GH, H), gates.dtype)
-    _pack_weight(w_hh, sa, False)
+    """The LSTM forward time loop (``hh`` used as the zero block)."""
     hh.fill(0)
-
-    def row(b0, b1, sb):
-        return (T, B, H, b0, b1, int(reverse), gates.ctypes.data, sa.ctypes.data, sa.size, bias.ctypes.data,
-                hs.ctypes.data, cs.ctypes.data, mask.ctypes.data, hh.ctypes.data, sb.ctypes.data, sb.size)
-
-    _run_split("forward", gates.dtype, B, threads, H, row)
+    _run("forward", LSTM, w_hh, (gates, bias, hs, cs, mask, hh), gates.shape[0], reverse, threads)
 
 
 def lstm_backward(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_total, w_hh, reverse, needs_dh0,
                   threads) -> None:
-    """The LSTM backward time loop (the per-step driver's contract)."""
-    T, B, GH = acts.shape
-    H = GH // 4
-    sa = _buffer("weights", _packed_size(H, GH), acts.dtype)
-    _pack_weight(w_hh, sa, True)
-
-    def row(b0, b1, sb):
-        return (T, B, H, b0, b1, int(reverse), int(needs_dh0), dh_total.shape[0], acts.ctypes.data, cs.ctypes.data,
-                dout.ctypes.data, carry.ctypes.data, dh_rec.ctypes.data, dc.ctypes.data, mask.ctypes.data,
-                dgates.ctypes.data, dh_total.ctypes.data, sa.ctypes.data, sa.size, sb.ctypes.data, sb.size)
-
-    _run_split("backward", acts.dtype, B, threads, GH, row)
+    _run("backward", LSTM, w_hh, (acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_total), acts.shape[0], reverse,
+         threads, needs_dh0, dh_total.shape[0])
 
 
-def forward_accepts(gates, w_hh, bias, hs, cs, mask, hh) -> bool:
-    """Whether :func:`lstm_forward` can take these arrays (every one C-contiguous, one float dtype)."""
-    return gates.dtype in (np.float32, np.float64) and _contiguous(gates, w_hh, bias, hs, cs, mask, hh)
+def gru_forward(gates, w_hh, bias, b_hn, hs, mask, hh, reverse, threads) -> None:
+    _run("forward", GRU, w_hh, (gates, hh, bias, b_hn, hs, mask), gates.shape[0], reverse, threads)
 
 
-def backward_accepts(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_total, w_hh) -> bool:
-    return acts.dtype in (np.float32, np.float64) and _contiguous(acts, cs, dout, carry, dh_rec, dc, mask, dgates,
-                                                                  dh_total, w_hh)
+def gru_backward(acts, hh, hs, dout, carry, dh_rec, mask, dgx, dgh, dh_total, w_hh, reverse, needs_dh0,
+                 threads) -> None:
+    _run("backward", GRU, w_hh, (acts, hh, hs, dout, carry, dh_rec, mask, dgx, dgh, dh_total), acts.shape[0],
+         reverse, threads, needs_dh0, dh_total.shape[0])
+
+
+def rnn_forward(gates, w_hh, bias, hs, mask, hh, reverse, relu, threads) -> None:
+    """The Elman RNN forward time loop (``hh`` used as the zero block)."""
+    hh.fill(0)
+    _run("forward", RNN, w_hh, (gates, bias, hs, mask, hh), gates.shape[0], reverse, threads, relu=relu)
+
+
+def rnn_backward(hs, dout, carry, dh_rec, mask, dgates, dh_total, w_hh, reverse, needs_dh0, relu, threads) -> None:
+    _run("backward", RNN, w_hh, (hs, dout, carry, dh_rec, mask, dgates, dh_total), dgates.shape[0], reverse,
+         threads, needs_dh0, dh_total.shape[0], relu)
+
+
+def accepts(*args) -> bool:
+    """Whether the packed loop can take a driver's arguments: one float dtype (float32/64),
+    every array C-contiguous (the jobs rebuild them from their addresses)."""
+    arrays = [a for a in args if isinstance(a, np.ndarray)]
+    return arrays[0].dtype in (np.float32, np.float64) and all(a.flags.c_contiguous for a in arrays)
 
 
 # --------------------------------------------------------------------------- the drivers the backend hands out
 
-
-def _packed_or_per_step_forward(per_step):
-    """The LSTM forward driver: the packed, batch-split loop where it applies (a batch of at
-    least :data:`MIN_BATCH` rows, float32/64, contiguous arrays), else ``per_step``."""
-    def drive(gates, w_hh, bias, hs, cs, mask, hh, reverse):
-        threads = threads_for(gates.shape[1])
-        if threads and forward_accepts(gates, w_hh, bias, hs, cs, mask, hh):
-            return lstm_forward(gates, w_hh, bias, hs, cs, mask, hh, reverse, threads)
-        return per_step(gates, w_hh, bias, hs, cs, mask, hh, reverse)
-    drive.__name__ = drive.__qualname__ = "lstm_sequence_forward"
-    return drive
-
-
-def _packed_or_per_step_backward(per_step):
-    """The LSTM backward driver, chosen as :func:`_packed_or_per_step_forward` chooses."""
-    def drive(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_total, w_hh, reverse, needs_dh0):
-        threads = threads_for(acts.shape[1])
-        if threads and backward_accepts(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_total, w_hh):
-            return lstm_backward(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_total, w_hh, reverse, needs_dh0,
-                                 threads)
-        return per_step(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_total, w_hh, reverse, needs_dh0)
-    drive.__name__ = drive.__qualname__ = "lstm_sequence_backward"
-    return drive
-
-
-_CHOOSERS = {"lstm_sequence_forward": _packed_or_per_step_forward,
-             "lstm_sequence_backward": _packed_or_per_step_backward}
+#: driver name -> the packed loop (a name in this module, looked up per call) that replaces it
+_PACKED_LOOPS = {"lstm_sequence_forward": "lstm_forward", "lstm_sequence_backward": "lstm_backward",
+                 "gru_sequence_forward": "gru_forward", "gru_sequence_backward": "gru_backward",
+                 "rnn_sequence_forward": "rnn_forward", "rnn_sequence_backward": "rnn_backward"}
 _chosen: dict = {}
+
+
+def _packed_or_per_step(name: str, per_step):
+    """The driver ``name``: the packed, batch-split loop where it applies (a batch of at least
+    :data:`MIN_BATCH` rows, float32/64, contiguous arrays), else ``per_step``. Every driver's
+    first array has the batch on its axis 1."""
+    loop = _PACKED_LOOPS[name]
+
+    def drive(*args):
+        threads = threads_for(args[0].shape[1])
+        if threads and accepts(*args):
+            return globals()[loop](*args, threads)
+        return per_step(*args)
+    drive.__name__ = drive.__qualname__ = name
+    return drive
 
 
 def with_packed_loop(name: str, per_step):
     """The driver the CPU backend hands out for ``name``: ``per_step`` (from
-    ``kernels_cpu.SEQUENCE_DRIVERS``) itself, or for the LSTM's a driver that runs the packed
-    loop where it applies and ``per_step`` elsewhere. One wrapper per driver, made once."""
-    if not AVAILABLE or name not in _CHOOSERS:
+    ``kernels_cpu.SEQUENCE_DRIVERS``) itself, or for the LSTM's, GRU's and RNN's a driver that
+    runs the packed loop where it applies and ``per_step`` elsewhere. One wrapper per driver,
+    made once."""
+    if not AVAILABLE or name not in _PACKED_LOOPS:
         return per_step
     key = (name, per_step)
     if key not in _chosen:
-        _chosen[key] = _CHOOSERS[name](per_step)
+        _chosen[key] = _packed_or_per_step(name, per_step)
     return _chosen[key]

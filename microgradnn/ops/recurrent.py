@@ -22,10 +22,11 @@ both devices.
 On the CPU the step loop itself is compiled: ``ctx.backend.sequence_driver(name)`` hands
 out a numba function that runs all T steps (per step the same GEMM, through numpy's own
 OpenBLAS, and the same cell kernel) without coming back to the interpreter
-(backend/kernels_cpu.py, backend/cblas.py). An LSTM batch of at least 8 rows goes further
-(backend/packed.py): W_hh is packed once per call into OpenBLAS's blocked layout, each step
-runs OpenBLAS's own GEMM kernel on it, and the batch rows are split over OpenBLAS's threads,
-each thread running every step for its rows (rows are independent through the recurrence,
+(backend/kernels_cpu.py, backend/cblas.py). A batch of at least 8 rows goes further for the
+LSTM, the GRU and the RNN (backend/packed.py; not the LSTM with a projection): W_hh is
+packed once per call into OpenBLAS's blocked layout, each step runs OpenBLAS's own GEMM
+kernel on it, and the batch rows are split over OpenBLAS's threads, each thread running
+every step for its rows (rows are independent through the recurrence,
 so the threads never wait for each other inside the loop). Other backends, float16, and a
 numpy without those BLAS symbols run the Python loop below; all give the same numbers
 (tested). The weights are read in PyTorch's (G*H, H) layout on every call (packed per call
@@ -92,6 +93,7 @@ import numpy as np
 
 from ..autograd import Function, Variable
 from ..backend import to_host
+from .linalg import column_sums
 
 __all__ = ["LSTMSequence", "GRUSequence", "RNNSequence", "lstm_sequence", "gru_sequence", "rnn_sequence"]
 
@@ -317,9 +319,9 @@ def _input_and_weight_grads(ctx, xp, dgx, dgh, x2, h_prev, w_ih, T, B, I):
     dx = xp.matmul(gx, w_ih).reshape(T, B, I) if needs[0] else None
     dw_ih = xp.matmul(gx.T, x2) if needs[ctx.w_index] else None
     dw_hh = xp.matmul(gh.T, h_prev.reshape(T * B, -1)) if needs[ctx.w_index + 1] else None
-    db_ih = gx.sum(axis=0) if needs[ctx.w_index + 2] else None
+    db_ih = column_sums(xp, gx) if needs[ctx.w_index + 2] else None
     if needs[ctx.w_index + 3]:
-        db_hh = gh.sum(axis=0) if gh is not gx else (db_ih.copy() if db_ih is not None else gx.sum(axis=0))
+        db_hh = column_sums(xp, gh) if gh is not gx else (db_ih.copy() if db_ih is not None else column_sums(xp, gx))
     else:
         db_hh = None
     return dx, dw_ih, dw_hh, db_ih, db_hh
