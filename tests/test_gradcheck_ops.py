@@ -513,6 +513,22 @@ def test_linear(seed, lead, bias, data):
     check(lambda *a: mg.linear(*a), *inputs, ops=["Linear"])
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("rows, cols", [(0, 3), (1, 5), (2048, 65), (300, 1024)])
+def test_column_sums_as_bias_gradients(dtype, rows, cols):
+    # the bias gradients of Linear and of the recurrent layers: a BLAS product in float32/64
+    # (ops/linalg.column_sums), numpy's sum otherwise; against an exact float64 sum
+    from microgradnn.ops.linalg import column_sums
+
+    a = (np.random.default_rng(rows + cols).standard_normal((rows, cols)) * 4).astype(dtype)
+    got = column_sums(np, a)
+    exact = a.astype(np.float64).sum(axis=0)
+    assert got.shape == (cols,) and got.dtype == a.dtype
+    tolerance = {np.float16: 2e-2, np.float32: 1e-6, np.float64: 1e-14, np.int64: 0}[dtype]
+    scale = np.abs(a).astype(np.float64).sum(axis=0) + 1
+    assert np.all(np.abs(got.astype(np.float64) - exact) <= tolerance * scale)
+
+
 # ============================================================================= cross entropy
 
 

@@ -5,6 +5,18 @@ from __future__ import annotations
 from ..autograd import Function
 
 
+def column_sums(xp, a):
+    """``a.sum(axis=0)`` of a 2-D array: the gradient of a bias added to every row.
+
+    In float32/float64 it is the product ``ones @ a``, which BLAS runs as a matrix-vector
+    product on all its threads: half the time of numpy's row-by-row reduction, with a
+    smaller rounding error (measured on 2 cores, (2048, 1024) float32: 0.14 vs 0.32 ms,
+    max error against a float64 sum 6.7e-5 vs 1.8e-4; benchmarks/README.md)."""
+    if a.dtype.kind == "f" and a.dtype.itemsize >= 4 and a.shape[0] > 0:
+        return xp.ones(a.shape[0], dtype=a.dtype) @ a
+    return a.sum(axis=0)
+
+
 class MatMul(Function):
     @staticmethod
     def forward(ctx, a, b):
@@ -49,12 +61,14 @@ class Linear(Function):
     @staticmethod
     def forward(ctx, x, weight, bias=None):
         need_x, need_w = ctx.needs_input_grad[:2]
-        # x's gradient reads only the weight, the weight's only x
-        ctx.x, ctx.weight, ctx.x_shape = (x if need_w else None), (weight if need_x else None), x.shape
         # A (..., in) input is one (N, in) GEMM, not a batch of small ones: numpy's matmul
         # loops over the leading axes of a 3-D operand (measured 2.3x slower for the
-        # (64, 32, 256) outputs of an RNN layer). reshape copies only a non-contiguous x.
+        # (64, 32, 256) outputs of an RNN layer). reshape copies only a non-contiguous x
+        # (a batch-first RNN's output), and backward's weight GEMM reads that same (N, in)
+        # array rather than copying x again.
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x
+        # x's gradient reads only the weight, the weight's only x
+        ctx.x, ctx.weight, ctx.x_shape = (x2 if need_w else None), (weight if need_x else None), x.shape
         out = x2 @ weight.T
         if bias is not None:
             out += bias
@@ -66,7 +80,7 @@ class Linear(Function):
         g2 = grad.reshape(-1, grad.shape[-1])
         grad_x = (g2 @ ctx.weight).reshape(ctx.x_shape) if need_x else None
         grad_w = g2.T @ ctx.x.reshape(-1, ctx.x_shape[-1]) if need_w else None
-        grad_b = g2.sum(axis=0) if need_b else None
+        grad_b = column_sums(ctx.xp, g2) if need_b else None
         return grad_x, grad_w, grad_b
 
 
