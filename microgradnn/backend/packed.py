@@ -250,13 +250,12 @@ def _rnn_rows_backward(hs, dout, carry, dh_rec, mask, dgates, dh_total, sa, sb, 
 # --------------------------------------------------------------------------- the threads' entry points
 #
 # OpenBLAS calls ``void f(void *)`` on each thread with a pointer to that thread's row of an
-# int64 argument block: a header (which cell, the sizes, the thread's rows, flags, the packed
+# int64 argument block: a header (the cell, the sizes, the thread's rows, flags, the packed
 # weights and the thread's packing block), then the addresses of the cell's arrays in the
 # order its ``*_rows_*`` function takes them, which the job rebuilds with ``carray`` (all of
 # them C-contiguous, checked by the drivers below).
 
 LSTM, GRU, RNN = 0, 1, 2
-_GATES = (4, 3, 1)  # gate blocks per cell, by the codes above
 _HEADER = ("cell", "T", "B", "H", "b0", "b1", "reverse", "needs_dh0", "steps", "relu", "sa", "sa_size", "sb",
            "sb_size")
 _MOST_ARRAYS = 10  # the GRU's backward
@@ -281,77 +280,136 @@ def _view(address, like, shape):
 
 
 @njit(**_RNN_OPTS)
-def _forward_job(a, like):
-    cell, T, B, H, b0, b1, reverse, relu = a[0], a[1], a[2], a[3], a[4], a[5], a[6] != 0, a[9] != 0
+def _header(a, like):
+    """The header's fields: (T, B, H, b0, b1, reverse, needs_dh0, steps, relu, sa, sb, arrays)."""
     sa, sb = _view(a[10], like, (a[11],)), _view(a[12], like, (a[13],))
-    GH = _GATES[cell] * H
-    arg = a[len(_HEADER):]
-    gates = _view(arg[0], like, (T, B, GH))
-    if cell == LSTM:
-        _lstm_rows_forward(gates, sa, _view(arg[1], like, (GH,)), _view(arg[2], like, (T + 1, B, H)),
-                           _view(arg[3], like, (T + 1, B, H)), _view(arg[4], _U8, (T, B)),
-                           _view(arg[5], like, (B, GH)), sb, b0, b1, reverse)
-    elif cell == GRU:
-        _gru_rows_forward(gates, _view(arg[1], like, (T, B, GH)), sa, _view(arg[2], like, (GH,)),
-                          _view(arg[3], like, (H,)), _view(arg[4], like, (T + 1, B, H)), _view(arg[5], _U8, (T, B)),
-                          sb, b0, b1, reverse)
-    else:
-        _rnn_rows_forward(gates, sa, _view(arg[1], like, (H,)), _view(arg[2], like, (T + 1, B, H)),
-                          _view(arg[3], _U8, (T, B)), _view(arg[4], like, (B, H)), sb, b0, b1, reverse, relu)
+    return a[1], a[2], a[3], a[4], a[5], a[6] != 0, a[7] != 0, a[8], a[9] != 0, sa, sb, a[len(_HEADER):]
 
 
 @njit(**_RNN_OPTS)
-def _backward_job(a, like):
-    cell, T, B, H, b0, b1, reverse = a[0], a[1], a[2], a[3], a[4], a[5], a[6] != 0
-    needs_dh0, steps, relu = a[7] != 0, a[8], a[9] != 0
-    sa, sb = _view(a[10], like, (a[11],)), _view(a[12], like, (a[13],))
-    GH = _GATES[cell] * H
-    arg = a[len(_HEADER):]
-    if cell == LSTM:
-        _lstm_rows_backward(_view(arg[0], like, (T, B, GH)), _view(arg[1], like, (T + 1, B, H)),
-                            _view(arg[2], like, (T, B, H)), _view(arg[3], like, (B, H)), _view(arg[4], like, (B, H)),
-                            _view(arg[5], like, (B, H)), _view(arg[6], _U8, (T, B)), _view(arg[7], like, (T, B, GH)),
-                            _view(arg[8], like, (steps, B, H)), sa, sb, b0, b1, reverse, needs_dh0)
-    elif cell == GRU:
-        _gru_rows_backward(_view(arg[0], like, (T, B, GH)), _view(arg[1], like, (T, B, GH)),
-                           _view(arg[2], like, (T + 1, B, H)), _view(arg[3], like, (T, B, H)),
-                           _view(arg[4], like, (B, H)), _view(arg[5], like, (B, H)), _view(arg[6], _U8, (T, B)),
-                           _view(arg[7], like, (T, B, GH)), _view(arg[8], like, (T, B, GH)),
-                           _view(arg[9], like, (steps, B, H)), sa, sb, b0, b1, reverse, needs_dh0)
-    else:
-        _rnn_rows_backward(_view(arg[0], like, (T + 1, B, H)), _view(arg[1], like, (T, B, H)),
-                           _view(arg[2], like, (B, H)), _view(arg[3], like, (B, H)), _view(arg[4], _U8, (T, B)),
-                           _view(arg[5], like, (T, B, H)), _view(arg[6], like, (steps, B, H)), sa, sb, b0, b1,
-                           reverse, needs_dh0, relu)
+def _lstm_forward_job(a, like):
+    T, B, H, b0, b1, reverse, _, _, _, sa, sb, arg = _header(a, like)
+    GH = 4 * H
+    _lstm_rows_forward(_view(arg[0], like, (T, B, GH)), sa, _view(arg[1], like, (GH,)),
+                       _view(arg[2], like, (T + 1, B, H)), _view(arg[3], like, (T + 1, B, H)),
+                       _view(arg[4], _U8, (T, B)), _view(arg[5], like, (B, GH)), sb, b0, b1, reverse)
 
 
-# The entry points, one per job and dtype (a C signature has no type parameters); compiled
-# by :func:`_worker` on first use, and kept by numba's disk cache.
-def _forward_f32(argument_block):
-    _forward_job(carray(argument_block, (_WIDTH,), np.int64), _F32)
+@njit(**_RNN_OPTS)
+def _gru_forward_job(a, like):
+    T, B, H, b0, b1, reverse, _, _, _, sa, sb, arg = _header(a, like)
+    GH = 3 * H
+    _gru_rows_forward(_view(arg[0], like, (T, B, GH)), _view(arg[1], like, (T, B, GH)), sa,
+                      _view(arg[2], like, (GH,)), _view(arg[3], like, (H,)), _view(arg[4], like, (T + 1, B, H)),
+                      _view(arg[5], _U8, (T, B)), sb, b0, b1, reverse)
 
 
-def _forward_f64(argument_block):
-    _forward_job(carray(argument_block, (_WIDTH,), np.int64), _F64)
+@njit(**_RNN_OPTS)
+def _rnn_forward_job(a, like):
+    T, B, H, b0, b1, reverse, _, _, relu, sa, sb, arg = _header(a, like)
+    _rnn_rows_forward(_view(arg[0], like, (T, B, H)), sa, _view(arg[1], like, (H,)),
+                      _view(arg[2], like, (T + 1, B, H)), _view(arg[3], _U8, (T, B)), _view(arg[4], like, (B, H)),
+                      sb, b0, b1, reverse, relu)
 
 
-def _backward_f32(argument_block):
-    _backward_job(carray(argument_block, (_WIDTH,), np.int64), _F32)
+@njit(**_RNN_OPTS)
+def _lstm_backward_job(a, like):
+    T, B, H, b0, b1, reverse, needs_dh0, steps, _, sa, sb, arg = _header(a, like)
+    GH = 4 * H
+    _lstm_rows_backward(_view(arg[0], like, (T, B, GH)), _view(arg[1], like, (T + 1, B, H)),
+                        _view(arg[2], like, (T, B, H)), _view(arg[3], like, (B, H)), _view(arg[4], like, (B, H)),
+                        _view(arg[5], like, (B, H)), _view(arg[6], _U8, (T, B)), _view(arg[7], like, (T, B, GH)),
+                        _view(arg[8], like, (steps, B, H)), sa, sb, b0, b1, reverse, needs_dh0)
 
 
-def _backward_f64(argument_block):
-    _backward_job(carray(argument_block, (_WIDTH,), np.int64), _F64)
+@njit(**_RNN_OPTS)
+def _gru_backward_job(a, like):
+    T, B, H, b0, b1, reverse, needs_dh0, steps, _, sa, sb, arg = _header(a, like)
+    GH = 3 * H
+    _gru_rows_backward(_view(arg[0], like, (T, B, GH)), _view(arg[1], like, (T, B, GH)),
+                       _view(arg[2], like, (T + 1, B, H)), _view(arg[3], like, (T, B, H)),
+                       _view(arg[4], like, (B, H)), _view(arg[5], like, (B, H)), _view(arg[6], _U8, (T, B)),
+                       _view(arg[7], like, (T, B, GH)), _view(arg[8], like, (T, B, GH)),
+                       _view(arg[9], like, (steps, B, H)), sa, sb, b0, b1, reverse, needs_dh0)
 
 
-_ENTRIES = {("forward", "f"): _forward_f32, ("forward", "d"): _forward_f64,
-            ("backward", "f"): _backward_f32, ("backward", "d"): _backward_f64}
+@njit(**_RNN_OPTS)
+def _rnn_backward_job(a, like):
+    T, B, H, b0, b1, reverse, needs_dh0, steps, relu, sa, sb, arg = _header(a, like)
+    _rnn_rows_backward(_view(arg[0], like, (T + 1, B, H)), _view(arg[1], like, (T, B, H)),
+                       _view(arg[2], like, (B, H)), _view(arg[3], like, (B, H)), _view(arg[4], _U8, (T, B)),
+                       _view(arg[5], like, (T, B, H)), _view(arg[6], like, (steps, B, H)), sa, sb, b0, b1,
+                       reverse, needs_dh0, relu)
+
+
+# The entry points, one per job and dtype: a C signature has no type parameters, and one entry
+# per cell means a run compiles only the cells it uses (one entry for all three cells doubled
+# the first `mgnn train` of the LSTM example, 5.4 -> 10.4 s). Plain functions, not made by a
+# factory: numba's disk cache missed closures between processes. Compiled by :func:`_worker`
+# on first use, and kept by numba's disk cache.
+@njit(**_RNN_OPTS)
+def _block(argument_block):
+    return carray(argument_block, (_WIDTH,), np.int64)
+
+
+def _lstm_forward_f32(argument_block):
+    _lstm_forward_job(_block(argument_block), _F32)
+
+
+def _lstm_forward_f64(argument_block):
+    _lstm_forward_job(_block(argument_block), _F64)
+
+
+def _lstm_backward_f32(argument_block):
+    _lstm_backward_job(_block(argument_block), _F32)
+
+
+def _lstm_backward_f64(argument_block):
+    _lstm_backward_job(_block(argument_block), _F64)
+
+
+def _gru_forward_f32(argument_block):
+    _gru_forward_job(_block(argument_block), _F32)
+
+
+def _gru_forward_f64(argument_block):
+    _gru_forward_job(_block(argument_block), _F64)
+
+
+def _gru_backward_f32(argument_block):
+    _gru_backward_job(_block(argument_block), _F32)
+
+
+def _gru_backward_f64(argument_block):
+    _gru_backward_job(_block(argument_block), _F64)
+
+
+def _rnn_forward_f32(argument_block):
+    _rnn_forward_job(_block(argument_block), _F32)
+
+
+def _rnn_forward_f64(argument_block):
+    _rnn_forward_job(_block(argument_block), _F64)
+
+
+def _rnn_backward_f32(argument_block):
+    _rnn_backward_job(_block(argument_block), _F32)
+
+
+def _rnn_backward_f64(argument_block):
+    _rnn_backward_job(_block(argument_block), _F64)
+
+
+_ENTRIES = {(kind, cell, char): globals()[f"_{name}_{kind}_{bits}"]
+            for cell, name in ((LSTM, "lstm"), (GRU, "gru"), (RNN, "rnn"))
+            for kind in ("forward", "backward") for char, bits in (("f", "f32"), ("d", "f64"))}
 _workers: dict = {}
 _workers_lock = threading.Lock()
 
 
-def _worker(kind: str, dtype) -> int:
-    """The address of the C entry point ``void f(void *)`` of ``kind`` for ``dtype``, for OpenBLAS."""
-    key = (kind, np.dtype(dtype).char)
+def _worker(kind: str, cell: int, dtype) -> int:
+    """The address of the C entry point ``void f(void *)`` of ``kind`` for ``cell`` and ``dtype``."""
+    key = (kind, cell, np.dtype(dtype).char)
     with _workers_lock:
         if key not in _workers:
             _workers[key] = cfunc(_t.void(_t.voidptr), cache=True)(_ENTRIES[key])
@@ -420,7 +478,7 @@ def _run(kind: str, cell: int, w_hh, arrays: tuple, T: int, reverse: bool, threa
         args[k, : len(_HEADER)] = (cell, T, B, H, bounds[k], bounds[k + 1], reverse, needs_dh0, steps, relu,
                                    sa.ctypes.data, sa.size, sb.ctypes.data, sb.size)
         args[k, len(_HEADER) : len(_HEADER) + len(arrays)] = [a.ctypes.data for a in arrays]
-    _cblas.run_on_blas_threads(_worker(kind, dtype), args)
+    _cblas.run_on_blas_threads(_worker(kind, cell, dtype), args)
 
 
 # Each takes its per-step driver's arguments (kernels_cpu.py) and the thread count.
