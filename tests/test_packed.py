@@ -33,6 +33,7 @@ from microgradnn.gradcheck import gradcheck
 from microgradnn.ops.recurrent import lstm_sequence
 
 from test_recurrent_ops import KINDS, as_tensors, random_problem, run
+from test_sequence_drivers import _run_projected
 
 #: Where one thread and two give the same float32 bits (measured): the cores CI and the
 #: benchmarks run. Elsewhere (Nehalem's kernels) the split moves the last bit.
@@ -142,9 +143,10 @@ def test_every_core_here_runs_the_packed_loop_right(core):
     probe = """if True:
         import numpy as np, torch, microgradnn as mg
         from microgradnn.backend import cblas, packed
-        for cell in ("LSTM", "GRU", "RNN"):
+        for cell in ("LSTM", "GRU", "RNN", "LSTM-proj"):
             torch.manual_seed(0)
-            ref, ours = getattr(torch.nn, cell)(5, 300), getattr(mg.nn, cell)(5, 300)
+            kind, options = cell.split("-")[0], dict(proj_size=70) if cell.endswith("proj") else {}
+            ref, ours = getattr(torch.nn, kind)(5, 300, **options), getattr(mg.nn, kind)(5, 300, **options)
             ours.load_state_dict(ref.state_dict())
             x = np.random.default_rng(0).standard_normal((4, 12, 5)).astype(np.float32)
             tx, mx = torch.from_numpy(x).requires_grad_(), mg.tensor(x, requires_grad=True)
@@ -160,10 +162,73 @@ def test_every_core_here_runs_the_packed_loop_right(core):
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line.split() for line in result.stdout.splitlines()]
-    assert [line[0] for line in lines] == ["LSTM", "GRU", "RNN"]
+    assert [line[0] for line in lines] == ["LSTM", "GRU", "RNN", "LSTM-proj"]
     for cell, name, on, used, *errors in lines:
         assert (name, on, used) == (core.lower(), "True", "True"), cell
         assert all(float(e) < 1e-4 for e in errors), (cell, errors)
+
+
+# --------------------------------------------------------------------------- the LSTM with a projection
+
+
+def _ragged(B):
+    return [1 + (5 * b) % 7 for b in range(B)]
+
+
+@pytest.mark.parametrize("B, expected", [(packed.MIN_BATCH - 1, 0), (packed.MIN_BATCH, 1), (33, 1)])
+def test_projected_packed_loop_runs_where_claimed(monkeypatch, B, expected):
+    calls = {"forward": 0, "backward": 0}
+    for half in calls:
+        real = getattr(packed, f"lstmp_{half}")
+
+        def spy(*args, _real=real, _half=half):
+            calls[_half] += 1
+            return _real(*args)
+
+        monkeypatch.setattr(packed, f"lstmp_{half}", spy)
+    _run_projected(monkeypatch, True, np.float32, None, False, True, True, seed=3, B=B)
+    assert calls == {"forward": expected, "backward": expected}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [8, 13, 40])
+@pytest.mark.parametrize("lengths, reverse", [(None, False), ("ragged", True), ("ragged", False)])
+def test_projected_packed_loop_matches_the_python_loop(monkeypatch, dtype, B, lengths, reverse):
+    # the per-step Python loop of ops/recurrent.py (no compiled driver at all) is the reference;
+    # H 6 and P 3 make W_hr^T and W_hh^T edge panels of every core
+    lengths = _ragged(B) if lengths else None
+    fast = _run_projected(monkeypatch, True, dtype, lengths, reverse, True, True, seed=B, B=B)
+    slow = _run_projected(monkeypatch, False, dtype, lengths, reverse, True, True, seed=B, B=B)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-6, atol=2e-6)
+    for a, b in zip(fast[0] + fast[1] + fast[2], slow[0] + slow[1] + slow[2]):
+        np.testing.assert_allclose(a, b, **tol)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_projected_packed_loop_gradcheck(reverse):
+    rng = np.random.default_rng(5)
+    T, B, I, H, P = 4, 8, 3, 5, 2
+    shapes = [(T, B, I), (B, P), (B, H), (4 * H, I), (4 * H, P), (4 * H,), (4 * H,), (P, H)]
+    tensors = [mg.tensor(rng.uniform(0.2, 0.9, s) * rng.choice([-1, 1], s), requires_grad=True) for s in shapes]
+    lengths = [4, 1, 3, 4, 2, 4, 3, 1]
+
+    def layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
+        return lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=lengths, reverse=reverse, w_hr=w_hr)
+
+    assert gradcheck(layer, *tensors)
+
+
+@pytest.mark.parametrize("B", [8, 40])
+def test_projected_thread_split_changes_no_bit_in_float32(monkeypatch, B):
+    if cblas.blas_threads() < 2:
+        pytest.skip(f"OpenBLAS runs {cblas.blas_threads()} thread here: no split to compare")
+    if cblas.CORE not in EXACT_SPLIT_CORES:
+        pytest.skip(f"on {cblas.CORE}'s kernels the split may move the last bit (see the module docstring)")
+    with threadpool_limits(1, user_api="blas"):
+        one = _run_projected(monkeypatch, True, np.float32, _ragged(B), True, True, True, seed=2, B=B)
+    two = _run_projected(monkeypatch, True, np.float32, _ragged(B), True, True, True, seed=2, B=B)
+    for a, b in zip(one[0] + one[1] + one[2], two[0] + two[1] + two[2]):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_two_python_threads_at_once():

@@ -1,5 +1,5 @@
-"""The LSTM, GRU and RNN time loops on weights packed once per call, split by batch rows over
-OpenBLAS's threads.
+"""The LSTM (with or without a projection), GRU and RNN time loops on weights packed once per
+call, split by batch rows over OpenBLAS's threads.
 
 Why. A per-step product ``h_{t-1} @ W_hh^T`` through ``cblas_sgemm`` copies W_hh into
 OpenBLAS's blocked layout ("packs" it) on every call, then splits a 32-row product over two
@@ -23,7 +23,9 @@ the number of rows, so there the last bit can move.
 The GRU and the Elman RNN (tanh, relu) run the same loop around their own cell kernels: their
 per-step products are as small as the LSTM's, and on a 2-core Xeon (AVX-512) the issue-3 step
 went from 0.74x to 0.55x torch's time (GRU) and from 0.88x to 0.65x (RNN) with them
-(benchmarks/README.md). Only the LSTM with a projection keeps the per-step driver.
+(benchmarks/README.md). The LSTM with a projection (``proj_size``) runs it too, with two packed
+weights: W_hh for r_{t-1} W_hh^T and W_hr for the projection r_t = h_t W_hr^T (and their
+transposes backward), so each step is two kernel calls around the same cell kernel.
 
 Measured for the LSTM (T 64, float32, whole forward loop; 2-core EPYC Zen 5; the compiled
 per-step driver it replaces first): B 32 H 64 0.64 -> 0.27 ms, H 128 1.40 -> 0.85, H 256 4.37 ->
@@ -54,8 +56,8 @@ from numba import types as _t
 from numba.extending import intrinsic
 
 from . import cblas as _cblas
-from .kernels_cpu import (_RNN_OPTS, _gru_cell_backward, _gru_cell_forward, _lstm_cell_backward, _lstm_cell_forward,
-                          _rnn_cell_backward, _rnn_cell_forward, _slots)
+from .kernels_cpu import (_RNN_OPTS, _gru_cell_backward, _gru_cell_forward, _keep_padded_rows, _lstm_cell_backward,
+                          _lstm_cell_forward, _projected_grad_step, _rnn_cell_backward, _rnn_cell_forward, _slots)
 
 __all__ = ["AVAILABLE", "MIN_BATCH", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward",
            "rnn_backward", "threads_for", "with_packed_loop"]
@@ -166,7 +168,8 @@ def _packed_product(sa, x, sb, c):
 # ADD: the LSTM's and the RNN's add straight into the step's gate buffer, which holds
 # x_t W_ih^T, and the cell kernel is handed a zero block for its ``hh`` (the same sums and
 # roundings as the per-step driver: ``(x W_ih^T + h W_hh^T) + 0 + b``); the GRU keeps
-# h W_hh^T apart (r scales its n slice), so its rows of ``hh[t]`` are zeroed first.
+# h W_hh^T apart (r scales its n slice), so its rows of ``hh[t]`` are zeroed first, as are
+# the rows of the projected LSTM's r_t and of every backward product's output.
 
 
 @njit(**_RNN_OPTS)
@@ -200,6 +203,22 @@ def _rnn_rows_forward(gates, sa, bias, hs, mask, zeros, sb, b0, b1, reverse, rel
 
 
 @njit(**_RNN_OPTS)
+def _lstmp_rows_forward(gates, sa, sa2, bias, rs, hs, cs, mask, zeros, sb, b0, b1, reverse):
+    """The LSTM with a projection (kernels_cpu._lstmp_sequence_forward): the recurrent input is
+    r_{t-1} (P wide), and r_t = h_t W_hr^T is the second product, on W_hr packed as ``sa2``."""
+    T = gates.shape[0]
+    for s in range(T):
+        t, p, n = _slots(T, s, reverse)
+        _packed_product(sa, rs[p, b0:b1], sb, gates[t, b0:b1])  # gates_t += r_{t-1} W_hh^T
+        _lstm_cell_forward(gates[t, b0:b1], zeros[b0:b1], bias, cs[p, b0:b1], hs[p, b0:b1], mask[t, b0:b1],
+                           hs[n, b0:b1], cs[n, b0:b1])
+        r = rs[n, b0:b1]
+        r[:] = 0
+        _packed_product(sa2, hs[n, b0:b1], sb, r)  # r_t = h_t W_hr^T
+        _keep_padded_rows(mask[t, b0:b1], rs[p, b0:b1], r)
+
+
+@njit(**_RNN_OPTS)
 def _recurrent_grad(sa, dgates, sb, dh_rec):
     """dh_rec = dgates W_hh (for these rows): what flows to h_{t-1} through the recurrence."""
     dh_rec[:] = 0
@@ -218,6 +237,24 @@ def _lstm_rows_backward(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_tota
                             dc[b0:b1], mask[t, b0:b1], dgates[t, b0:b1], total[b0:b1])
         if k != T - 1 or needs_dh0:  # the last product only feeds dL/dh0
             _recurrent_grad(sa, dgates[t, b0:b1], sb, dh_rec[b0:b1])
+
+
+@njit(**_RNN_OPTS)
+def _lstmp_rows_backward(acts, cs, dout, carry, dr_rec, dc, mask, dgates, dr, dh, zeros, scratch, dr_total, sa, sa2,
+                         sb, b0, b1, reverse, needs_dh0):
+    """kernels_cpu._lstmp_sequence_backward on rows: ``sa`` is W_hh^T packed, ``sa2`` W_hr^T."""
+    T = acts.shape[0]
+    record = dr_total.shape[0] == T
+    for k in range(T):
+        t, p, n = _slots(T, T - 1 - k, reverse)
+        total = dr_total[t] if record else dr_total[0]
+        _projected_grad_step(dout[t, b0:b1], carry[b0:b1], dr_rec[b0:b1], mask[t, b0:b1], dr[t, b0:b1],
+                             total[b0:b1])
+        _recurrent_grad(sa2, dr[t, b0:b1], sb, dh[b0:b1])  # dL/dh_t = dr_t W_hr
+        _lstm_cell_backward(acts[t, b0:b1], cs[p, b0:b1], cs[n, b0:b1], dh[b0:b1], zeros[b0:b1], zeros[b0:b1],
+                            dc[b0:b1], mask[t, b0:b1], dgates[t, b0:b1], scratch[b0:b1])
+        if k != T - 1 or needs_dh0:
+            _recurrent_grad(sa, dgates[t, b0:b1], sb, dr_rec[b0:b1])  # dL/dr_{t-1} through W_hh
 
 
 @njit(**_RNN_OPTS)
@@ -255,10 +292,10 @@ def _rnn_rows_backward(hs, dout, carry, dh_rec, mask, dgates, dh_total, sa, sb, 
 # order its ``*_rows_*`` function takes them, which the job rebuilds with ``carray`` (all of
 # them C-contiguous, checked by the drivers below).
 
-LSTM, GRU, RNN = 0, 1, 2
-_HEADER = ("cell", "T", "B", "H", "b0", "b1", "reverse", "needs_dh0", "steps", "relu", "sa", "sa_size", "sb",
-           "sb_size")
-_MOST_ARRAYS = 10  # the GRU's backward
+LSTM, GRU, RNN, LSTMP = 0, 1, 2, 3  # LSTMP: the LSTM with a projection (proj_size P)
+_HEADER = ("cell", "T", "B", "H", "P", "b0", "b1", "reverse", "needs_dh0", "steps", "relu", "sa", "sa_size", "sa2",
+           "sa2_size", "sb", "sb_size")
+_MOST_ARRAYS = 13  # the projected LSTM's backward
 _WIDTH = len(_HEADER) + _MOST_ARRAYS
 _F32, _F64, _U8 = np.zeros(0, np.float32), np.zeros(0, np.float64), np.zeros(0, np.uint8)
 
@@ -281,9 +318,10 @@ def _view(address, like, shape):
 
 @njit(**_RNN_OPTS)
 def _header(a, like):
-    """The header's fields: (T, B, H, b0, b1, reverse, needs_dh0, steps, relu, sa, sb, arrays)."""
-    sa, sb = _view(a[10], like, (a[11],)), _view(a[12], like, (a[13],))
-    return a[1], a[2], a[3], a[4], a[5], a[6] != 0, a[7] != 0, a[8], a[9] != 0, sa, sb, a[len(_HEADER):]
+    """The header's fields but the cell, P and sa2: (T, B, H, b0, b1, reverse, needs_dh0, steps,
+    relu, sa, sb, arrays)."""
+    sa, sb = _view(a[11], like, (a[12],)), _view(a[15], like, (a[16],))
+    return a[1], a[2], a[3], a[5], a[6], a[7] != 0, a[8] != 0, a[9], a[10] != 0, sa, sb, a[len(_HEADER):]
 
 
 @njit(**_RNN_OPTS)
@@ -310,6 +348,28 @@ def _rnn_forward_job(a, like):
     _rnn_rows_forward(_view(arg[0], like, (T, B, H)), sa, _view(arg[1], like, (H,)),
                       _view(arg[2], like, (T + 1, B, H)), _view(arg[3], _U8, (T, B)), _view(arg[4], like, (B, H)),
                       sb, b0, b1, reverse, relu)
+
+
+@njit(**_RNN_OPTS)
+def _lstmp_forward_job(a, like):
+    T, B, H, b0, b1, reverse, _, _, _, sa, sb, arg = _header(a, like)
+    P, sa2, GH = a[4], _view(a[13], like, (a[14],)), 4 * H
+    _lstmp_rows_forward(_view(arg[0], like, (T, B, GH)), sa, sa2, _view(arg[1], like, (GH,)),
+                        _view(arg[2], like, (T + 1, B, P)), _view(arg[3], like, (T + 1, B, H)),
+                        _view(arg[4], like, (T + 1, B, H)), _view(arg[5], _U8, (T, B)), _view(arg[6], like, (B, GH)),
+                        sb, b0, b1, reverse)
+
+
+@njit(**_RNN_OPTS)
+def _lstmp_backward_job(a, like):
+    T, B, H, b0, b1, reverse, needs_dh0, steps, _, sa, sb, arg = _header(a, like)
+    P, sa2, GH = a[4], _view(a[13], like, (a[14],)), 4 * H
+    _lstmp_rows_backward(_view(arg[0], like, (T, B, GH)), _view(arg[1], like, (T + 1, B, H)),
+                         _view(arg[2], like, (T, B, P)), _view(arg[3], like, (B, P)), _view(arg[4], like, (B, P)),
+                         _view(arg[5], like, (B, H)), _view(arg[6], _U8, (T, B)), _view(arg[7], like, (T, B, GH)),
+                         _view(arg[8], like, (T, B, P)), _view(arg[9], like, (B, H)), _view(arg[10], like, (B, H)),
+                         _view(arg[11], like, (B, H)), _view(arg[12], like, (steps, B, P)), sa, sa2, sb, b0, b1,
+                         reverse, needs_dh0)
 
 
 @njit(**_RNN_OPTS)
@@ -400,8 +460,24 @@ def _rnn_backward_f64(argument_block):
     _rnn_backward_job(_block(argument_block), _F64)
 
 
+def _lstmp_forward_f32(argument_block):
+    _lstmp_forward_job(_block(argument_block), _F32)
+
+
+def _lstmp_forward_f64(argument_block):
+    _lstmp_forward_job(_block(argument_block), _F64)
+
+
+def _lstmp_backward_f32(argument_block):
+    _lstmp_backward_job(_block(argument_block), _F32)
+
+
+def _lstmp_backward_f64(argument_block):
+    _lstmp_backward_job(_block(argument_block), _F64)
+
+
 _ENTRIES = {(kind, cell, char): globals()[f"_{name}_{kind}_{bits}"]
-            for cell, name in ((LSTM, "lstm"), (GRU, "gru"), (RNN, "rnn"))
+            for cell, name in ((LSTM, "lstm"), (GRU, "gru"), (RNN, "rnn"), (LSTMP, "lstmp"))
             for kind in ("forward", "backward") for char, bits in (("f", "f32"), ("d", "f64"))}
 _workers: dict = {}
 _workers_lock = threading.Lock()
@@ -458,27 +534,37 @@ def _panel_size(rows: int, cols: int) -> int:
     return -(-((rows + 64) * cols + 1024) // page) * page
 
 
+def _pack(role: str, w, transposed: bool) -> np.ndarray:
+    """``w`` packed as a kernel's A: A = w (M = its rows), or A = w^T (``transposed``)."""
+    M, K = w.shape[::-1] if transposed else w.shape
+    sa = _buffer(role, _packed_size(M, K), w.dtype)
+    _pack_weight(w, sa, transposed)
+    return sa
+
+
 def _run(kind: str, cell: int, w_hh, arrays: tuple, T: int, reverse: bool, threads: int, needs_dh0=False,
-         steps=0, relu=False) -> None:
-    """Pack ``w_hh`` (G*H, H) for ``kind``'s product, split the batch over ``threads``, give
-    each thread a packing block for its rows, and run ``kind``'s entry point for ``cell`` on
-    OpenBLAS's threads with ``arrays`` (the cell's, in its rows function's order)."""
-    GH, H = w_hh.shape
+         steps=0, relu=False, w_hr=None) -> None:
+    """Pack ``w_hh`` (G*H, H) for ``kind``'s product (and ``w_hr`` (P, H), the projection, for
+    the second), split the batch over ``threads``, give each thread a packing block for its
+    rows, and run ``kind``'s entry point for ``cell`` on OpenBLAS's threads with ``arrays``
+    (the cell's, in its rows function's order)."""
+    backward = kind == "backward"  # forward A = W_hh (and W_hr), backward A = W_hh^T (and W_hr^T)
+    GH, S = w_hh.shape  # S: the state's width, P with a projection, else H
+    H = S if w_hr is None else w_hr.shape[1]
     B = arrays[0].shape[1]
-    M, depth = (GH, H) if kind == "forward" else (H, GH)  # forward A = W_hh, backward A = W_hh^T
-    dtype = w_hh.dtype
-    sa = _buffer("weights", _packed_size(M, depth), dtype)
-    _pack_weight(w_hh, sa, kind == "backward")
+    sa = _pack("weights", w_hh, backward)
+    sa2 = sa if w_hr is None else _pack("projection", w_hr, backward)
+    depth = max(w_hh.shape[0] if backward else S, 0 if w_hr is None else w_hr.shape[0 if backward else 1])
     bounds = _row_bounds(B, threads)
     sb_size = _panel_size(max(b - a for a, b in zip(bounds, bounds[1:])), min(depth, K_BLOCK))
-    blocks = _buffer("rows", threads * sb_size, dtype)
+    blocks = _buffer("rows", threads * sb_size, w_hh.dtype)
     args = np.zeros((threads, _WIDTH), np.int64)
     for k in range(threads):
         sb = blocks[k * sb_size : (k + 1) * sb_size]
-        args[k, : len(_HEADER)] = (cell, T, B, H, bounds[k], bounds[k + 1], reverse, needs_dh0, steps, relu,
-                                   sa.ctypes.data, sa.size, sb.ctypes.data, sb.size)
+        args[k, : len(_HEADER)] = (cell, T, B, H, S, bounds[k], bounds[k + 1], reverse, needs_dh0, steps, relu,
+                                   sa.ctypes.data, sa.size, sa2.ctypes.data, sa2.size, sb.ctypes.data, sb.size)
         args[k, len(_HEADER) : len(_HEADER) + len(arrays)] = [a.ctypes.data for a in arrays]
-    _cblas.run_on_blas_threads(_worker(kind, cell, dtype), args)
+    _cblas.run_on_blas_threads(_worker(kind, cell, w_hh.dtype), args)
 
 
 # Each takes its per-step driver's arguments (kernels_cpu.py) and the thread count.
@@ -517,6 +603,18 @@ def rnn_backward(hs, dout, carry, dh_rec, mask, dgates, dh_total, w_hh, reverse,
          threads, needs_dh0, dh_total.shape[0], relu)
 
 
+def lstmp_forward(gates, w_hh, w_hr, bias, rs, hs, cs, mask, hh, reverse, threads) -> None:
+    """The projected LSTM's forward time loop (``hh`` used as the zero block)."""
+    hh.fill(0)
+    _run("forward", LSTMP, w_hh, (gates, bias, rs, hs, cs, mask, hh), gates.shape[0], reverse, threads, w_hr=w_hr)
+
+
+def lstmp_backward(acts, cs, dout, carry, dr_rec, dc, mask, dgates, dr, dh, zeros, scratch, dr_total, w_hh, w_hr,
+                   reverse, needs_dh0, threads) -> None:
+    _run("backward", LSTMP, w_hh, (acts, cs, dout, carry, dr_rec, dc, mask, dgates, dr, dh, zeros, scratch, dr_total),
+         acts.shape[0], reverse, threads, needs_dh0, dr_total.shape[0], w_hr=w_hr)
+
+
 def accepts(*args) -> bool:
     """Whether the packed loop can take a driver's arguments: one float dtype (float32/64),
     every array C-contiguous (the jobs rebuild them from their addresses)."""
@@ -529,7 +627,8 @@ def accepts(*args) -> bool:
 #: driver name -> the packed loop (a name in this module, looked up per call) that replaces it
 _PACKED_LOOPS = {"lstm_sequence_forward": "lstm_forward", "lstm_sequence_backward": "lstm_backward",
                  "gru_sequence_forward": "gru_forward", "gru_sequence_backward": "gru_backward",
-                 "rnn_sequence_forward": "rnn_forward", "rnn_sequence_backward": "rnn_backward"}
+                 "rnn_sequence_forward": "rnn_forward", "rnn_sequence_backward": "rnn_backward",
+                 "lstmp_sequence_forward": "lstmp_forward", "lstmp_sequence_backward": "lstmp_backward"}
 _chosen: dict = {}
 
 

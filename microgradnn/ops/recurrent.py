@@ -22,12 +22,12 @@ both devices.
 On the CPU the step loop itself is compiled: ``ctx.backend.sequence_driver(name)`` hands
 out a numba function that runs all T steps (per step the same GEMM, through numpy's own
 OpenBLAS, and the same cell kernel) without coming back to the interpreter
-(backend/kernels_cpu.py, backend/cblas.py). A batch of at least 8 rows goes further for the
-LSTM, the GRU and the RNN (backend/packed.py; not the LSTM with a projection): W_hh is
-packed once per call into OpenBLAS's blocked layout, each step runs OpenBLAS's own GEMM
-kernel on it, and the batch rows are split over OpenBLAS's threads, each thread running
-every step for its rows (rows are independent through the recurrence,
-so the threads never wait for each other inside the loop). Other backends, float16, and a
+(backend/kernels_cpu.py, backend/cblas.py). A batch of at least 8 rows goes further for every
+cell here (backend/packed.py): W_hh (and W_hr) is packed once per call into OpenBLAS's
+blocked layout, each step runs OpenBLAS's own GEMM kernel on it, and the batch rows are
+split over OpenBLAS's threads, each thread running every step for its rows (rows are
+independent through the recurrence, so the threads never wait for each other inside the
+loop). Other backends, float16, and a
 numpy without those BLAS symbols run the Python loop below; all give the same numbers
 (tested). The weights are read in PyTorch's (G*H, H) layout on every call (packed per call
 where the packed loop runs): nothing prepared is kept between calls, so nothing can go
