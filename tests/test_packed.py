@@ -58,6 +58,20 @@ def _lstm_run(B, dtype=np.float64, **options):
     return _cell_run("lstm", B, dtype, **options)
 
 
+def _count_packed_calls(monkeypatch, cell: str) -> dict:
+    """Spy on packed.<cell>_forward / _backward: the counts of their calls, updated as they run."""
+    calls = {"forward": 0, "backward": 0}
+    for half in calls:
+        real = getattr(packed, f"{cell}_{half}")
+
+        def spy(*args, _real=real, _half=half):
+            calls[_half] += 1
+            return _real(*args)
+
+        monkeypatch.setattr(packed, f"{cell}_{half}", spy)
+    return calls
+
+
 def test_packed_parts_found_and_self_tested():
     # numpy's wheel ships a DYNAMIC_ARCH OpenBLAS that exports its kernels under the core's
     # name; if this fails the LSTM silently runs its slower per-step driver
@@ -69,16 +83,7 @@ def test_packed_parts_found_and_self_tested():
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("B, expected", [(packed.MIN_BATCH - 1, 0), (packed.MIN_BATCH, 1), (33, 1)])
 def test_packed_loop_runs_where_claimed(monkeypatch, kind, B, expected):
-    calls = {"forward": 0, "backward": 0}
-    cell = kind.split("_")[0]  # rnn_tanh and rnn_relu run rnn_forward / rnn_backward
-    for half in calls:
-        real = getattr(packed, f"{cell}_{half}")
-
-        def spy(*args, _real=real, _half=half):
-            calls[_half] += 1
-            return _real(*args)
-
-        monkeypatch.setattr(packed, f"{cell}_{half}", spy)
+    calls = _count_packed_calls(monkeypatch, kind.split("_")[0])  # rnn_tanh, rnn_relu: rnn_forward/backward
     _cell_run(kind, B, np.float32)
     assert calls == {"forward": expected, "backward": expected}
 
@@ -177,15 +182,7 @@ def _ragged(B):
 
 @pytest.mark.parametrize("B, expected", [(packed.MIN_BATCH - 1, 0), (packed.MIN_BATCH, 1), (33, 1)])
 def test_projected_packed_loop_runs_where_claimed(monkeypatch, B, expected):
-    calls = {"forward": 0, "backward": 0}
-    for half in calls:
-        real = getattr(packed, f"lstmp_{half}")
-
-        def spy(*args, _real=real, _half=half):
-            calls[_half] += 1
-            return _real(*args)
-
-        monkeypatch.setattr(packed, f"lstmp_{half}", spy)
+    calls = _count_packed_calls(monkeypatch, "lstmp")
     _run_projected(monkeypatch, True, np.float32, None, False, True, True, seed=3, B=B)
     assert calls == {"forward": expected, "backward": expected}
 
