@@ -60,7 +60,7 @@ from .kernels_cpu import (_RNN_OPTS, _gru_cell_backward, _gru_cell_forward, _kee
                           _lstm_cell_forward, _projected_grad_step, _rnn_cell_backward, _rnn_cell_forward, _slots)
 
 __all__ = ["AVAILABLE", "MIN_BATCH", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward",
-           "rnn_backward", "threads_for", "with_packed_loop"]
+           "rnn_backward", "lstmp_forward", "lstmp_backward", "threads_for", "with_packed_loop"]
 
 AVAILABLE: bool = _cblas.PACKED
 
@@ -554,7 +554,9 @@ def _run(kind: str, cell: int, w_hh, arrays: tuple, T: int, reverse: bool, threa
     B = arrays[0].shape[1]
     sa = _pack("weights", w_hh, backward)
     sa2 = sa if w_hr is None else _pack("projection", w_hr, backward)
-    depth = max(w_hh.shape[0] if backward else S, 0 if w_hr is None else w_hr.shape[0 if backward else 1])
+    # the longest sum of a step's products, what a thread's packing block must hold: forward
+    # h W_hh^T sums over S (and h W_hr^T over H), backward dgates W_hh over G*H (and dr W_hr over P)
+    depth = GH if backward else max(S, H)
     bounds = _row_bounds(B, threads)
     sb_size = _panel_size(max(b - a for a, b in zip(bounds, bounds[1:])), min(depth, K_BLOCK))
     blocks = _buffer("rows", threads * sb_size, w_hh.dtype)
@@ -649,8 +651,8 @@ def _packed_or_per_step(name: str, per_step):
 
 def with_packed_loop(name: str, per_step):
     """The driver the CPU backend hands out for ``name``: ``per_step`` (from
-    ``kernels_cpu.SEQUENCE_DRIVERS``) itself, or for the LSTM's, GRU's and RNN's a driver that
-    runs the packed loop where it applies and ``per_step`` elsewhere. One wrapper per driver,
+    ``kernels_cpu.SEQUENCE_DRIVERS``) itself, or for the LSTM's (with or without a projection),
+    GRU's and RNN's a driver that runs the packed loop where it applies and ``per_step`` elsewhere. One wrapper per driver,
     made once."""
     if not AVAILABLE or name not in _PACKED_LOOPS:
         return per_step
