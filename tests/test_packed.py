@@ -12,7 +12,10 @@ own kernels and threads.
 * two Python threads running LSTMs at once get what each gets alone (each its own buffers);
 * weights are packed every call: an in-place update and a raw write through ``.numpy()`` are
   both seen by the next forward;
-* with ``MICROGRADNN_PACKED=0`` (or a BLAS without the parts) the layer runs as before.
+* with ``MICROGRADNN_PACKED=0`` (or a BLAS without the parts) the layer runs as before;
+* the weight gradients over all rows (``packed.weight_grads``: the gradient packed once for
+  every product and the column sums) match float64 products, for any split over threads, and
+  decline what they cannot take.
 """
 
 from __future__ import annotations
@@ -144,7 +147,8 @@ def test_every_core_here_runs_the_packed_loop_right(core):
     # Finding: Sandy Bridge's kernel crashed on a sum of 640 or more in one call (the
     # backward's K is 4H), and on a block that was not page-aligned; each core
     # OpenBLAS can pick on this CPU, in its own process, against torch, every cell: H 300
-    # (K up to 1200, two M blocks with an edge panel), B 12 (a split of 6 + 6 rows)
+    # (K up to 1200, two M blocks with an edge panel), B 12 (a split of 6 + 6 rows), T 30 (the
+    # weight gradients sum 360 rows: a block of packed.GRAD_K_BLOCK and a ragged one)
     probe = """if True:
         import numpy as np, torch, microgradnn as mg
         from microgradnn.backend import cblas, packed
@@ -153,7 +157,7 @@ def test_every_core_here_runs_the_packed_loop_right(core):
             kind, options = cell.split("-")[0], dict(proj_size=70) if cell.endswith("proj") else {}
             ref, ours = getattr(torch.nn, kind)(5, 300, **options), getattr(mg.nn, kind)(5, 300, **options)
             ours.load_state_dict(ref.state_dict())
-            x = np.random.default_rng(0).standard_normal((4, 12, 5)).astype(np.float32)
+            x = np.random.default_rng(0).standard_normal((30, 12, 5)).astype(np.float32)
             tx, mx = torch.from_numpy(x).requires_grad_(), mg.tensor(x, requires_grad=True)
             ref(tx)[0].pow(2).sum().backward()
             out = ours(mx)[0]
@@ -299,3 +303,77 @@ def test_switched_off_the_layer_runs_as_before():
     env = dict(os.environ, MICROGRADNN_PACKED="0")
     run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert run.stdout.split() == ["False", "0", "(4,", "16,", "5)"]
+
+
+# --------------------------------------------------------------------------- weight gradients over all rows
+
+
+def _weight_grads_problem(rows, cols, widths, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    grad = rng.standard_normal((rows, cols)).astype(dtype)
+    return grad, [rng.standard_normal((rows, w)).astype(dtype) for w in widths]
+
+
+# rows: under one block, one block, blocks and a ragged end; widths: 1, an edge panel, past
+# packed.M_BLOCK; cols: under and over the columns a thread takes
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows, cols, widths", [(7, 13, (3, 5)), (256, 40, (1,)), (601, 1024, (64, 256)),
+                                                (300, 65, (300, 17, 2))])
+@pytest.mark.parametrize("sums", [True, False])
+def test_weight_grads_match_float64_products(dtype, rows, cols, widths, sums):
+    grad, inputs = _weight_grads_problem(rows, cols, widths, dtype)
+    g64 = grad.astype(np.float64)
+    results = {}
+    for threads in (1, 2):
+        with threadpool_limits(threads, user_api="blas"):
+            outs, totals = packed.weight_grads(grad, [None] + inputs, sums)
+        assert outs[0] is None and len(outs) == len(inputs) + 1 and (totals is not None) == sums
+        tol = 2e-5 * np.sqrt(rows) if dtype == np.float32 else 1e-12
+        for out, x in zip(outs[1:], inputs):
+            assert out.dtype == dtype and out.shape == (cols, x.shape[1]) and out.flags.c_contiguous
+            np.testing.assert_allclose(out, g64.T @ x.astype(np.float64), rtol=tol, atol=tol)
+        if sums:
+            assert totals.dtype == dtype and totals.shape == (cols,)
+            np.testing.assert_allclose(totals, g64.sum(0), rtol=tol, atol=tol)
+        results[threads] = outs[1:] + ([totals] if sums else [])
+    if dtype == np.float32 and cblas.CORE in EXACT_SPLIT_CORES and cblas.blas_threads() > 1:
+        for a, b in zip(results[1], results[2]):  # every element is one thread's, in one order
+            np.testing.assert_array_equal(a, b)
+
+
+def test_weight_grads_declines_what_it_cannot_take():
+    grad, (x,) = _weight_grads_problem(20, 12, (5,), np.float32)
+    assert packed.weight_grads(grad, [None, None], False) == ([None, None], None)  # nothing asked
+    declined = [(grad.astype(np.float16), [x.astype(np.float16)]), (grad, [x.astype(np.float64)]),
+                (grad[:, ::2], [x]), (grad, [x[::2]]), (grad, [np.asfortranarray(x)]), (grad[:0], [x[:0]]),
+                (grad, [x[:, :0]]), (grad.astype(np.int64), [x.astype(np.int64)]), (grad, [x, x, x, x])]
+    for g, inputs in declined:
+        assert packed.weight_grads(g, inputs, True) is None
+    # and the layers' gradients fall back to matmul there, with the same values: a Linear on a
+    # non-contiguous gradient (a transposed output) against torch
+    torch.manual_seed(0)
+    ref, ours = torch.nn.Linear(5, 12), mg.nn.Linear(5, 12)
+    ours.load_state_dict(ref.state_dict())
+    tx, mx = torch.from_numpy(x).requires_grad_(), mg.tensor(x, requires_grad=True)
+    ref(tx).T.pow(2).sum().backward()
+    out = ours(mx).T
+    (out * out).sum().backward()
+    for mine, theirs in ((ours.weight, ref.weight), (ours.bias, ref.bias), (mx, tx)):
+        np.testing.assert_allclose(mine.grad.array, theirs.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind, calls", [("lstm", 1), ("gru", 2), ("rnn_tanh", 1), ("rnn_relu", 1)])
+def test_layers_take_the_weight_gradient_route(monkeypatch, kind, calls):
+    # LSTM and RNN: one call for dW_ih, dW_hh and the biases (one array of gate gradients);
+    # the GRU: two, W_hh's gate gradients differ from W_ih's (r scales the n slice)
+    seen = []
+    real = packed.weight_grads
+
+    def spy(grad, inputs, sums):
+        result = real(grad, inputs, sums)
+        seen.append(result is not None)
+        return result
+
+    monkeypatch.setattr(packed, "weight_grads", spy)
+    _cell_run(kind, 9, np.float32)
+    assert seen == [True] * calls

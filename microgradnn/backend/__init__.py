@@ -59,6 +59,12 @@ class Backend:
         the same numbers. Not a kernel name: the three kernel tables stay in step without it."""
         return None
 
+    def weight_gradients(self, grad: Any, inputs: list, sums: bool) -> tuple | None:
+        """``([grad^T x for x in inputs], grad's column sums if sums)`` by a fused route, or None:
+        then the op runs one matmul each (``ops.linalg.weight_gradients``). The CPU backend packs
+        ``grad`` once for all of them (backend/packed.py); elsewhere there is no such route."""
+        return None
+
     # Scatter-add (``a[idx] += v`` with repeated indices summed) is spelled differently
     # by numpy and cupy; it is the one array primitive the backends must provide.
     def index_add(self, target: Any, index: Any, values: Any) -> None:

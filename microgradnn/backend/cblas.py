@@ -113,10 +113,11 @@ SMALL_GEMM: bool = CORE in SMALL_GEMM_CORES
 # ----------------------------------------------------------------- packed products
 
 #: The parts of OpenBLAS's GEMM that backend/packed.py calls, per precision ``s`` / ``d``:
-#: the kernel ``C += alpha * A_packed B_packed`` (C column-major) and three packing routines
+#: the kernel ``C += alpha * A_packed B_packed`` (C column-major) and four packing routines
 #: (``incopy``: A from a matrix stored along K; ``itcopy``: A stored along M; ``oncopy``: B
-#: stored along K). Exported as ``{p}{part}_{CORE}``; numba sees them as ``mgnn_openblas_{p}{part}``.
-PACKED_PARTS = ("gemm_kernel", "gemm_incopy", "gemm_itcopy", "gemm_oncopy")
+#: stored along K; ``otcopy``: B stored along N). Exported as ``{p}{part}_{CORE}``; numba sees
+#: them as ``mgnn_openblas_{p}{part}``.
+PACKED_PARTS = ("gemm_kernel", "gemm_incopy", "gemm_itcopy", "gemm_oncopy", "gemm_otcopy")
 PACKED_ALIAS = "mgnn_openblas_{}"
 _RUN_THREADS, _NUM_THREADS = "gotoblas_pthread", "scipy_openblas_get_num_threads64_"
 
@@ -164,7 +165,8 @@ def _packed_functions(path: str | None, core: str) -> dict | None:
 
 
 def _packed_product_agrees(fns: dict, p: str) -> bool:
-    """The self-test: out (N, M) = x (N, K) @ w (M, K)^T and out2 (N, K) = g (N, M) @ w, through
+    """The self-test: out (N, M) = x (N, K) @ w (M, K)^T, out2 (N, K) = g (N, M) @ w, out3 (M, K) =
+    g^T x and g's column sums, through
     the packing routines and the kernel, against numpy's product (odd sizes: every edge case
     of the panels is on the way)."""
     dtype = np.float32 if p == "s" else np.float64
@@ -183,8 +185,18 @@ def _packed_product_agrees(fns: dict, p: str) -> bool:
     fns[p + "gemm_itcopy"](M, K, w.ctypes.data, K, sa.ctypes.data)
     fns[p + "gemm_oncopy"](M, N, g.ctypes.data, M, sb.ctypes.data)
     fns[p + "gemm_kernel"](K, N, M, 1.0, sa.ctypes.data, sb.ctypes.data, out2.ctypes.data, K)
+    # out3 (M, K) = g^T x (a weight gradient: A = x^T stored along M, B = g stored along N),
+    # and g's column sums as the same product with a row of ones for A (M = 1)
+    out3 = np.zeros((M, K), dtype)
+    fns[p + "gemm_itcopy"](N, K, x.ctypes.data, K, sa.ctypes.data)
+    fns[p + "gemm_otcopy"](N, M, g.ctypes.data, M, sb.ctypes.data)
+    fns[p + "gemm_kernel"](K, M, N, 1.0, sa.ctypes.data, sb.ctypes.data, out3.ctypes.data, K)
+    ones, sums = aligned_zeros(N + 64, dtype), np.zeros(M, dtype)
+    ones[:] = 1
+    fns[p + "gemm_kernel"](1, M, N, 1.0, ones.ctypes.data, sb.ctypes.data, sums.ctypes.data, 1)
     tol = 1e-4 if p == "s" else 1e-12
-    return bool(np.allclose(out, x @ w.T, rtol=tol, atol=tol) and np.allclose(out2, g @ w, rtol=tol, atol=tol))
+    return bool(np.allclose(out, x @ w.T, rtol=tol, atol=tol) and np.allclose(out2, g @ w, rtol=tol, atol=tol)
+                and np.allclose(out3, g.T @ x, rtol=tol, atol=tol) and np.allclose(sums, g.sum(0), rtol=tol, atol=tol))
 
 
 def _load_packed(path: str | None, core: str) -> dict | None:

@@ -68,5 +68,10 @@ class CPUBackend(Backend):
         driver = kernels_cpu.SEQUENCE_DRIVERS.get(name)
         return None if driver is None else packed.with_packed_loop(name, driver)
 
+    def weight_gradients(self, grad: Any, inputs: list, sums: bool) -> tuple | None:
+        from . import packed
+
+        return packed.weight_grads(grad, inputs, sums)
+
     def index_add(self, target: Any, index: Any, values: Any) -> None:
         np.add.at(target, index, values)

@@ -654,9 +654,29 @@ def rnn_cell_backward(h_new, dout, carry, dh_rec, active, dgates, dh_total, relu
 # forward product h @ W_hh^T is a GEMM with a transposed operand, so there is no copy of
 # W_hh to prepare or to refresh after an optimizer step.
 
+from numba import carray as _carray  # noqa: E402
 from numba import types as _t  # noqa: E402
 
 from . import cblas as _cblas  # noqa: E402
+
+
+@_intrinsic
+def _pointer_like(typingctx, address, like):
+    """The int ``address`` as a pointer to ``like``'s element type (for ``carray``)."""
+    pointer = _t.CPointer(like.dtype)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(pointer))
+
+    return pointer(address, like), codegen
+
+
+@njit(cache=True, nogil=True)
+def _view(address, like, shape):
+    """The array of ``shape`` at ``address`` (compiled code that OpenBLAS's threads run gets its
+    arrays as addresses in an int64 argument block), typed like the array ``like``."""
+    return _carray(_pointer_like(address, like), shape)
+
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _i32, _i64 = _t.int32, _t.int64

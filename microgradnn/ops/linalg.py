@@ -17,6 +17,18 @@ def column_sums(xp, a):
     return a.sum(axis=0)
 
 
+def weight_gradients(backend, xp, grad, inputs: list, sums: bool) -> tuple:
+    """``([grad^T x for x in inputs], grad's column sums if sums)``, None kept for a None input:
+    the weight and bias gradients of a layer whose output rows have the gradient ``grad``
+    (rows, out) and whose weights saw the inputs ``x`` (rows, in). Through the backend's fused
+    route where it has one (on the CPU ``grad`` is packed once for all of them, not once per
+    GEMM), else one GEMM each and :func:`column_sums`."""
+    fused = backend.weight_gradients(grad, inputs, sums)
+    if fused is not None:
+        return fused
+    return [None if x is None else xp.matmul(grad.T, x) for x in inputs], (column_sums(xp, grad) if sums else None)
+
+
 class MatMul(Function):
     @staticmethod
     def forward(ctx, a, b):
@@ -79,8 +91,8 @@ class Linear(Function):
         need_x, need_w, need_b = ctx.needs_input_grad + (False,) * (3 - len(ctx.needs_input_grad))
         g2 = grad.reshape(-1, grad.shape[-1])
         grad_x = (g2 @ ctx.weight).reshape(ctx.x_shape) if need_x else None
-        grad_w = g2.T @ ctx.x.reshape(-1, ctx.x_shape[-1]) if need_w else None
-        grad_b = column_sums(ctx.xp, g2) if need_b else None
+        (grad_w,), grad_b = weight_gradients(ctx.backend, ctx.xp, g2,
+                                           [ctx.x.reshape(-1, ctx.x_shape[-1]) if need_w else None], need_b)
         return grad_x, grad_w, grad_b
 
 

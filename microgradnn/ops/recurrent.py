@@ -93,7 +93,7 @@ import numpy as np
 
 from ..autograd import Function, Variable
 from ..backend import to_host
-from .linalg import column_sums
+from .linalg import weight_gradients
 
 __all__ = ["LSTMSequence", "GRUSequence", "RNNSequence", "lstm_sequence", "gru_sequence", "rnn_sequence"]
 
@@ -311,19 +311,25 @@ def _input_and_weight_grads(ctx, xp, dgx, dgh, x2, h_prev, w_ih, T, B, I):
     """The GEMMs over all steps: dx, dW_ih, dW_hh, db_ih, db_hh (None where not needed).
 
     ``dgx`` are the gate gradients W_ih sees, ``dgh`` those W_hh sees (the same array
-    except for the GRU)."""
+    except for the GRU). Gradients one array of gate gradients feeds are made together
+    (:func:`~microgradnn.ops.linalg.weight_gradients`: on the CPU that array is packed once
+    for all of them)."""
     needs = ctx.needs_input_grad
+    w = ctx.w_index
     GH = dgx.shape[-1]
     gx = dgx.reshape(T * B, GH)
     gh = dgh.reshape(T * B, GH)
+    hp = h_prev.reshape(T * B, -1)
     dx = xp.matmul(gx, w_ih).reshape(T, B, I) if needs[0] else None
-    dw_ih = xp.matmul(gx.T, x2) if needs[ctx.w_index] else None
-    dw_hh = xp.matmul(gh.T, h_prev.reshape(T * B, -1)) if needs[ctx.w_index + 1] else None
-    db_ih = column_sums(xp, gx) if needs[ctx.w_index + 2] else None
-    if needs[ctx.w_index + 3]:
-        db_hh = column_sums(xp, gh) if gh is not gx else (db_ih.copy() if db_ih is not None else column_sums(xp, gx))
+    if gh is gx or dgh is dgx:
+        (dw_ih, dw_hh), db = weight_gradients(ctx.backend, xp, gx, [x2 if needs[w] else None,
+                                                                    hp if needs[w + 1] else None],
+                                              needs[w + 2] or needs[w + 3])
+        db_ih = db if needs[w + 2] else None
+        db_hh = (db.copy() if needs[w + 2] else db) if needs[w + 3] else None
     else:
-        db_hh = None
+        (dw_ih,), db_ih = weight_gradients(ctx.backend, xp, gx, [x2 if needs[w] else None], needs[w + 2])
+        (dw_hh,), db_hh = weight_gradients(ctx.backend, xp, gh, [hp if needs[w + 1] else None], needs[w + 3])
     return dx, dw_ih, dw_hh, db_ih, db_hh
 
 
@@ -513,7 +519,8 @@ class LSTMSequence(Function):
         # dW_hr = sum over steps of dr_t^T h_t: one GEMM over all steps (h_t of padded rows
         # is finite and meets dr = 0 there)
         h_new = hs[:-1] if ctx.reverse else hs[1:]
-        dw_hr = xp.matmul(dr.reshape(T * B, P).T, h_new.reshape(T * B, H)) if needs[7] else None
+        (dw_hr,), _ = weight_gradients(ctx.backend, xp, dr.reshape(T * B, P),
+                                       [h_new.reshape(T * B, H) if needs[7] else None], False)
         return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
 
 
