@@ -10,9 +10,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 import microgradnn as mg
-from microgradnn.backend import get_backend, kernels_cpu, reference
+from microgradnn.backend import cblas, get_backend, kernels_cpu, reference
 from microgradnn.nn import Parameter
 
 STEPS = 20
@@ -465,6 +466,37 @@ def test_fused_kernel_matches_reference(name, flags, dtype):
             assert f.dtype == dtype
             np.testing.assert_allclose(f, r, err_msg=f"argument {i}", **tol)
     np.testing.assert_array_equal(fused[1], args[1])  # the grad is only read
+
+
+ADAM_CASES = [(n, f) for n, f in KERNEL_CASES if n == "adam_update"]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("flags", [f for _, f in ADAM_CASES], ids=[str(f) for _, f in ADAM_CASES])
+def test_adam_on_blas_threads_matches_one_thread_bit_for_bit(flags, dtype):
+    """A parameter big enough is updated in slices on OpenBLAS's threads: elementwise, so the
+    same bits as one pass, and the reference's values; an odd size splits unevenly."""
+    size = 2 * kernels_cpu.UPDATE_SLICE + 7
+    args = _kernel_args("adam_update", (size,), dtype, seed=11, flags=flags)
+    copies = lambda: [a.copy() if isinstance(a, np.ndarray) else a for a in args]  # noqa: E731
+    with threadpool_limits(1, user_api="blas"):
+        assert kernels_cpu._update_threads(size) == 1
+        one = copies()
+        kernels_cpu.adam_update(*one)
+    with threadpool_limits(2, user_api="blas"):
+        threads = kernels_cpu._update_threads(size)
+        split = copies()
+        kernels_cpu.adam_update(*split)
+    if cblas.PACKED and cblas.blas_threads() > 1:
+        assert threads == 2
+    ref = copies()
+    reference.adam_update(np, *ref)
+    tol = dict(rtol=1e-12, atol=1e-14) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    for a, b, r in zip(one, split, ref):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_allclose(b, r, **tol)
+    np.testing.assert_array_equal(split[1], args[1])  # the grad is only read
 
 
 @pytest.mark.parametrize("name,cfg", pick(3, 8, 16, 18))
