@@ -1149,8 +1149,9 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, bet
 # packed time loops (cblas.run_on_blas_threads), so threadpoolctl and ``train.threads`` limit
 # them too; each takes one contiguous slice of the flat arrays.
 
-#: The fewest elements per thread worth handing out (below it one thread is faster).
-UPDATE_SLICE = 1 << 16
+#: The fewest elements per thread worth handing out: float32 Adam in cache on that Xeon, one
+#: thread against two, 16k elements 25 vs 33 us, 32k 46 vs 43, 64k 91 vs 66, 128k 177 vs 108.
+UPDATE_SLICE = 1 << 15
 
 
 def _update_threads(size: int) -> int:

@@ -493,7 +493,7 @@ def _worker(kind: str, cell: int, dtype) -> int:
 
 #: Rows of the gradient packed per pass (the K of each kernel call).
 GRAD_K_BLOCK = 256
-_GRAD_HEADER = ("itemsize", "rows", "cols", "c0", "c1", "inputs", "grad", "sb", "sa", "ones", "sums")
+_GRAD_HEADER = ("itemsize", "rows", "cols", "c0", "c1", "inputs", "grad", "sb", "sa", "ones", "sums", "part", "parts")
 _MOST_INPUTS = 3  # x, h_{t-1} and one more: what a layer's weights need
 _GRAD_WIDTH = len(_GRAD_HEADER) + 3 * _MOST_INPUTS  # then (address, width, output) per input
 
@@ -510,7 +510,7 @@ def _kernel(m, n, k, a, b, c, ldc, size):
 @njit(cache=True, nogil=True)
 def _weight_grads_job(a):
     size, rows, cols, c0, c1, count = a[0], a[1], a[2], a[3], a[4], a[5]
-    grad, sb, sa, ones, sums = a[6], a[7], a[8], a[9], a[10]
+    grad, sb, sa, ones, sums, part, parts = a[6], a[7], a[8], a[9], a[10], a[11], a[12]
     n = c1 - c0  # this thread's columns of the gradient
     k0 = 0
     while k0 < rows:
@@ -523,16 +523,19 @@ def _weight_grads_job(a):
         for i in range(count):
             at = len(_GRAD_HEADER) + 3 * i
             x, width, out = a[at], a[at + 1], a[at + 2]
-            # A = x^T (M = x's width), rows k0.. of x: stored along M. out (cols, width) is
-            # the column-major C (width x cols), ldc = width
+            w0, w1 = width * part // parts, width * (part + 1) // parts  # this thread's part of x's width
+            if w1 == w0:
+                continue
+            # A = x^T (M = w1 - w0 of x's columns), rows k0.. of x: stored along M. out (cols,
+            # width) is the column-major C (width x cols), ldc = width
             if size == 4:
-                _sitcopy(kb, width, x + k0 * width * size, width, sa)
+                _sitcopy(kb, w1 - w0, x + (k0 * width + w0) * size, width, sa)
             else:
-                _ditcopy(kb, width, x + k0 * width * size, width, sa)
+                _ditcopy(kb, w1 - w0, x + (k0 * width + w0) * size, width, sa)
             m0 = 0
-            while m0 < width:
-                mm = min(M_BLOCK, width - m0)
-                _kernel(mm, n, kb, sa + m0 * kb * size, sb, out + (c0 * width + m0) * size, width, size)
+            while m0 < w1 - w0:
+                mm = min(M_BLOCK, w1 - w0 - m0)
+                _kernel(mm, n, kb, sa + m0 * kb * size, sb, out + (c0 * width + w0 + m0) * size, width, size)
                 m0 += mm
         if sums:  # A = a row of ones (M = 1): C (1 x cols) is the column sums, ldc = 1
             _kernel(1, n, kb, ones, sb, sums + c0 * size, 1, size)
@@ -714,21 +717,30 @@ def weight_grads(grad, inputs, sums: bool):
     dtype = grad.dtype
     outs = [np.zeros((cols, x.shape[1]), dtype) for x in present]  # the kernel adds into C
     totals = np.zeros(cols, dtype) if sums else None
-    threads = max(1, min(_cblas.blas_threads(), cols // MIN_GRAD_COLUMNS))
-    bounds = _row_bounds(cols, threads)
+    # Each thread packs its part of the gradient's columns and all of every x, or all of the
+    # gradient and its part of every x's columns: per row, cols / t + width or cols + width / t
+    # elements. The second is less when the gradient is the narrower (a Linear head's few
+    # outputs over a wide input); one thread's outputs never overlap another's either way.
+    width = sum(x.shape[1] for x in present)
+    by_columns = cols >= width
+    threads = max(1, min(_cblas.blas_threads(), (cols if by_columns else width) // MIN_GRAD_COLUMNS))
+    bounds = _row_bounds(cols, threads if by_columns else 1)
     kb = min(GRAD_K_BLOCK, rows)
     sb_size = _panel_size(max(b - a for a, b in zip(bounds, bounds[1:])), kb)
-    sa_size = _packed_size(max([x.shape[1] for x in present], default=1), kb)
+    widest = max([x.shape[1] for x in present], default=1)
+    sa_size = _packed_size(widest if by_columns else -(-widest // threads), kb)
     b_blocks = _buffer("gradient rows", threads * sb_size, dtype)
     a_blocks = _buffer("input rows", threads * sa_size, dtype)
     ones = _buffer("ones", _panel_size(1, kb), dtype)
     ones.fill(1)
     args = np.zeros((threads, _GRAD_WIDTH), np.int64)
     for k in range(threads):
-        args[k, : len(_GRAD_HEADER)] = (dtype.itemsize, rows, cols, bounds[k], bounds[k + 1], len(present),
-                                        grad.ctypes.data, b_blocks[k * sb_size :].ctypes.data,
-                                        a_blocks[k * sa_size :].ctypes.data, ones.ctypes.data,
-                                        0 if totals is None else totals.ctypes.data)
+        c0, c1 = (bounds[k], bounds[k + 1]) if by_columns else (0, cols)
+        part, parts = (0, 1) if by_columns else (k, threads)
+        sums_here = totals is not None and (by_columns or k == 0)
+        args[k, : len(_GRAD_HEADER)] = (dtype.itemsize, rows, cols, c0, c1, len(present), grad.ctypes.data,
+                                        b_blocks[k * sb_size :].ctypes.data, a_blocks[k * sa_size :].ctypes.data,
+                                        ones.ctypes.data, totals.ctypes.data if sums_here else 0, part, parts)
         for i, (x, out) in enumerate(zip(present, outs)):
             args[k, len(_GRAD_HEADER) + 3 * i : len(_GRAD_HEADER) + 3 * i + 3] = (x.ctypes.data, x.shape[1],
                                                                                  out.ctypes.data)
