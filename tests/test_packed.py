@@ -377,3 +377,22 @@ def test_layers_take_the_weight_gradient_route(monkeypatch, kind, calls):
     monkeypatch.setattr(packed, "weight_grads", spy)
     _cell_run(kind, 9, np.float32)
     assert seen == [True] * calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1200, 300), (300, 1200), (520, 77)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_packing_on_threads_writes_what_one_thread_writes(dtype, shape, transposed):
+    # a big weight is packed by OpenBLAS's threads, each a range of A's rows from a panel edge:
+    # the packed block must be the one a single pass writes, byte for byte, edges included
+    w = np.random.default_rng(4).standard_normal(shape).astype(dtype)
+    M = shape[1] if transposed else shape[0]
+    packed._pack("weights", w, transposed).fill(np.nan)  # the reused block: nothing left from before
+    with threadpool_limits(1, user_api="blas"):
+        one = packed._pack("weights", w, transposed).copy()
+    packed._pack("weights", w, transposed).fill(np.nan)
+    if cblas.blas_threads() > 1 and M >= 2 * packed.MIN_PACK_ROWS:
+        assert min(cblas.blas_threads(), M // packed.MIN_PACK_ROWS) > 1  # really split
+    two = packed._pack("weights", w, transposed)
+    assert np.isfinite(one).sum() >= w.size  # every weight written
+    np.testing.assert_array_equal(one, two)  # and the same bytes, the untouched padding too (NaN)

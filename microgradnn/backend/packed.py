@@ -103,30 +103,30 @@ def _padded(rows):
 
 
 @njit(cache=True, nogil=True)
-def _pack_weight(w, sa, transposed):
-    """Pack W (rows, cols), C-contiguous, as the kernel's A in blocks of :data:`K_BLOCK` of its
-    K: A = W (forward: M = rows, K = cols), or A = W^T (backward, ``transposed``: M = cols,
-    K = rows). Block j starts at element ``_padded(M) * j * K_BLOCK`` of ``sa``."""
-    rows, cols = w.shape
-    size = w.itemsize
+def _pack_weight(w, rows, cols, size, sa, transposed, m0, m1):
+    """Pack rows m0..m1 of the kernel's A from W (rows, cols), C-contiguous at address ``w``, into
+    ``sa`` (an address), in blocks of :data:`K_BLOCK` of its K: A = W (forward: M = rows,
+    K = cols), or A = W^T (backward, ``transposed``: M = cols, K = rows). Block j starts at
+    element ``_padded(M) * j * K_BLOCK``, its row m at ``m * kb`` in it (for m0 on a panel
+    edge: a multiple of :data:`_ROWS_ROUND`), so threads can pack parts of one A."""
     M, K = (cols, rows) if transposed else (rows, cols)
     stride = _padded(M)
     k0 = 0
     while k0 < K:
         kb = min(K_BLOCK, K - k0)
-        region = sa.ctypes.data + stride * k0 * size
+        region = sa + (stride * k0 + m0 * kb) * size
         if transposed:  # A (cols x rows) stored along its M, K block = rows k0.. of W: "itcopy"
-            source = w.ctypes.data + k0 * cols * size
+            source = w + (k0 * cols + m0) * size
             if size == 4:
-                _sitcopy(kb, cols, source, cols, region)
+                _sitcopy(kb, m1 - m0, source, cols, region)
             else:
-                _ditcopy(kb, cols, source, cols, region)
+                _ditcopy(kb, m1 - m0, source, cols, region)
         else:  # A (rows x cols) stored along its K, K block = columns k0.. of W: "incopy"
-            source = w.ctypes.data + k0 * size
+            source = w + (m0 * cols + k0) * size
             if size == 4:
-                _sincopy(kb, rows, source, cols, region)
+                _sincopy(kb, m1 - m0, source, cols, region)
             else:
-                _dincopy(kb, rows, source, cols, region)
+                _dincopy(kb, m1 - m0, source, cols, region)
         k0 += kb
 
 
@@ -551,6 +551,28 @@ def _weight_grads_entry(argument_block):
     _weight_grads_job(_grad_block(argument_block))
 
 
+_PACK_WIDTH = 8  # (w, rows, cols, itemsize, sa, transposed, m0, m1): _pack_weight's arguments
+
+
+@njit(cache=True, nogil=True)
+def _pack_block(argument_block):
+    return carray(argument_block, (_PACK_WIDTH,), np.int64)
+
+
+def _pack_entry(argument_block):
+    a = _pack_block(argument_block)
+    _pack_weight(a[0], a[1], a[2], a[3], a[4], a[5] != 0, a[6], a[7])
+
+
+def _pack_worker() -> int:
+    """The address of the C entry point that packs one thread's rows of a weight (both dtypes)."""
+    key = ("pack",)
+    with _workers_lock:
+        if key not in _workers:
+            _workers[key] = cfunc(_t.void(_t.voidptr), cache=True)(_pack_entry)
+    return _workers[key].address
+
+
 def _grad_worker() -> int:
     """The address of the C entry point of :func:`weight_grads` (both dtypes: the kernels are
     chosen by ``itemsize`` at run time)."""
@@ -603,11 +625,28 @@ def _panel_size(rows: int, cols: int) -> int:
     return -(-((rows + 64) * cols + 1024) // page) * page
 
 
+#: The fewest rows of A a thread packs (below it one thread packs the whole weight).
+MIN_PACK_ROWS = 128
+
+
 def _pack(role: str, w, transposed: bool) -> np.ndarray:
-    """``w`` packed as a kernel's A: A = w (M = its rows), or A = w^T (``transposed``)."""
+    """``w`` packed as a kernel's A: A = w (M = its rows), or A = w^T (``transposed``). A big
+    weight is packed by OpenBLAS's threads, each a range of A's rows: it is read from memory
+    (an optimizer step wrote it), and one core does not draw all the bandwidth there is (2-core
+    Xeon, the char-LM step at H 256 x2, its four packs of W_hh: 0.69 ms on one thread, 0.44 on
+    two)."""
     M, K = w.shape[::-1] if transposed else w.shape
     sa = _buffer(role, _packed_size(M, K), w.dtype)
-    _pack_weight(w, sa, transposed)
+    rows, cols = w.shape
+    threads = min(_cblas.blas_threads(), M // MIN_PACK_ROWS)
+    if threads < 2:
+        _pack_weight(w.ctypes.data, rows, cols, w.itemsize, sa.ctypes.data, transposed, 0, M)
+        return sa
+    bounds = [0] + [M * k // threads // _ROWS_ROUND * _ROWS_ROUND for k in range(1, threads)] + [M]
+    args = np.zeros((threads, _PACK_WIDTH), np.int64)
+    for k in range(threads):
+        args[k] = (w.ctypes.data, rows, cols, w.itemsize, sa.ctypes.data, transposed, bounds[k], bounds[k + 1])
+    _cblas.run_on_blas_threads(_pack_worker(), args)
     return sa
 
 
