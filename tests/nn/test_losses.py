@@ -232,6 +232,27 @@ def test_cross_entropy_all_targets_ignored_is_nan_like_torch():
     assert np.isnan(ours) and np.isnan(theirs)
 
 
+@pytest.mark.parametrize("classes", [1, 2, 3, 4, 5, 7, 8, 9, 65])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_row_maximum_every_width_and_nan_like_torch(classes, dtype):
+    # the forward kernel takes each row's maximum over four interleaved running maxima: every
+    # remainder of the width, the maximum in every position, and NaN where torch has it (a
+    # NaN first in its row, and one further on)
+    rng = np.random.default_rng(classes)
+    x = (rng.standard_normal((2 * classes + 6, classes)) * 30).astype(dtype)
+    for r in range(classes):
+        x[r, r] = 500.0  # the maximum at column r: a large gap, so a wrong maximum overflows
+    t = rng.integers(0, classes, x.shape[0])
+    x[-1, 0] = np.nan
+    x[-2, classes - 1] = np.nan
+    with np.errstate(invalid="ignore"):
+        ours = F.cross_entropy(mg.tensor(x), mg.tensor(t), reduction="none").numpy()
+    theirs = TF.cross_entropy(torch.tensor(x), torch.tensor(t), reduction="none").numpy()
+    assert np.isnan(ours[-2:]).all() and np.isnan(theirs[-2:]).all()
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(ours[:-2], theirs[:-2], rtol=tol, atol=tol)
+
+
 def test_cross_entropy_language_model_layout():
     """(B, T, V) logits from a language model: transpose to (B, V, T), or flatten to (B*T, V)."""
     logits = rand((2, 7, 11))
