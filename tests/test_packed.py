@@ -325,6 +325,9 @@ def test_weight_grads_match_float64_products(dtype, rows, cols, widths, sums):
     g64 = grad.astype(np.float64)
     results = {}
     for threads in (1, 2):
+        for w in widths + (1,):  # freed NaN blocks of the outputs' sizes: the outputs are not zeroed
+            del_me = np.full(cols * w, np.nan, dtype)  # when allocated, each thread zeroes its part
+            del del_me
         with threadpool_limits(threads, user_api="blas"):
             outs, totals = packed.weight_grads(grad, [None] + inputs, sums)
         assert outs[0] is None and len(outs) == len(inputs) + 1 and (totals is not None) == sums

@@ -508,10 +508,28 @@ def _kernel(m, n, k, a, b, c, ldc, size):
 
 
 @njit(cache=True, nogil=True)
+def _zero(address, rows, cols, r0, r1, c0, c1, size):
+    """Zero [r0:r1, c0:c1] of the C-contiguous (rows, cols) array at ``address``."""
+    if size == 4:
+        _view(address, _F32, (rows, cols))[r0:r1, c0:c1] = 0
+    else:
+        _view(address, _F64, (rows, cols))[r0:r1, c0:c1] = 0
+
+
+@njit(cache=True, nogil=True)
 def _weight_grads_job(a):
     size, rows, cols, c0, c1, count = a[0], a[1], a[2], a[3], a[4], a[5]
     grad, sb, sa, ones, sums, part, parts = a[6], a[7], a[8], a[9], a[10], a[11], a[12]
     n = c1 - c0  # this thread's columns of the gradient
+    # the kernel adds into C: this thread zeroes its own part of every output first (in its
+    # cache, where the kernel then finds it)
+    for i in range(count):
+        at = len(_GRAD_HEADER) + 3 * i
+        width = a[at + 1]
+        w0, w1 = width * part // parts, width * (part + 1) // parts
+        _zero(a[at + 2], cols, width, c0, c1, w0, w1, size)
+    if sums:
+        _zero(sums, cols, 1, c0, c1, 0, 1, size)
     k0 = 0
     while k0 < rows:
         kb = min(GRAD_K_BLOCK, rows - k0)
@@ -754,8 +772,8 @@ def weight_grads(grad, inputs, sums: bool):
                 or x.dtype != grad.dtype or not x.flags.c_contiguous):
             return None
     dtype = grad.dtype
-    outs = [np.zeros((cols, x.shape[1]), dtype) for x in present]  # the kernel adds into C
-    totals = np.zeros(cols, dtype) if sums else None
+    outs = [np.empty((cols, x.shape[1]), dtype) for x in present]  # each thread zeroes its part
+    totals = np.empty(cols, dtype) if sums else None
     # Each thread packs its part of the gradient's columns and all of every x, or all of the
     # gradient and its part of every x's columns: per row, cols / t + width or cols + width / t
     # elements. The second is less when the gradient is the narrower (a Linear head's few
