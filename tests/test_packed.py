@@ -67,9 +67,9 @@ def _count_packed_calls(monkeypatch, cell: str) -> dict:
     for half in calls:
         real = getattr(packed, f"{cell}_{half}")
 
-        def spy(*args, _real=real, _half=half):
+        def spy(*args, _real=real, _half=half, **options):
             calls[_half] += 1
-            return _real(*args)
+            return _real(*args, **options)
 
         monkeypatch.setattr(packed, f"{cell}_{half}", spy)
     return calls
@@ -399,3 +399,42 @@ def test_packing_on_threads_writes_what_one_thread_writes(dtype, shape, transpos
     two = packed._pack("weights", w, transposed)
     assert np.isfinite(one).sum() >= w.size  # every weight written
     np.testing.assert_array_equal(one, two)  # and the same bytes, the untouched padding too (NaN)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "rnn_tanh", "rnn_relu"])
+def test_backward_loop_makes_the_input_gradient(monkeypatch, kind):
+    # the packed backward loop makes dx = dgates W_ih step by step (W_ih packed as the recurrent
+    # weight is) where the packed W_ih is small enough to share L2 with W_hh's, else the op's
+    # GEMM after the loop does: both give the same dx, and the loop says which ran
+    said = []
+    cell = "lstm" if kind == "lstm" else "rnn"
+    real = getattr(packed, f"{cell}_backward")
+
+    def spy(*args, **options):
+        said.append(real(*args, **options))
+        return said[-1]
+
+    monkeypatch.setattr(packed, f"{cell}_backward", spy)
+    in_loop = _cell_run(kind, 12, np.float64, lengths=[1 + b % 6 for b in range(12)], reverse=True)
+    monkeypatch.setattr(packed, "INPUT_GRAD_BYTES", 0)
+    after = _cell_run(kind, 12, np.float64, lengths=[1 + b % 6 for b in range(12)], reverse=True)
+    assert said == [True, False]
+    for a, b in zip(in_loop, after):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+def test_projected_backward_loop_makes_the_input_gradient(monkeypatch):
+    said = []
+    real = packed.lstmp_backward
+
+    def spy(*args, **options):
+        said.append(real(*args, **options))
+        return said[-1]
+
+    monkeypatch.setattr(packed, "lstmp_backward", spy)
+    in_loop = _run_projected(monkeypatch, True, np.float64, _ragged(9), True, True, True, seed=3, B=9)
+    monkeypatch.setattr(packed, "INPUT_GRAD_BYTES", 0)
+    after = _run_projected(monkeypatch, True, np.float64, _ragged(9), True, True, True, seed=3, B=9)
+    assert said == [True, False]
+    for a, b in zip(in_loop[0] + in_loop[1], after[0] + after[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)

@@ -225,9 +225,51 @@ def _recurrent_grad(sa, dgates, sb, dh_rec):
     _packed_product(sa, dgates, sb, dh_rec)
 
 
+@njit(cache=True, nogil=True)
+def _gate_grads(sa, dgates, sb, dh_rec, recurrent, sx, dx):
+    """dh_rec = dgates W_hh (if ``recurrent``) and dx = dgates W_ih (if ``dx`` has columns), for
+    these rows, with dgates packed once per K block for both: ``sa`` is W_hh^T packed, ``sx``
+    W_ih^T. The input's gradient comes from the step's dgates while they are in cache, and with
+    no packing of its own, instead of one (T*B, G*H) x (G*H, I) GEMM after the loop (2-core
+    Xeon, the loop of 32 rows on two threads, H 256: I 64 6.05 -> 5.65 ms with the GEMM's time
+    counted in, I 128 6.5 -> 6.2; see :data:`INPUT_GRAD_BYTES` for where it stops paying)."""
+    if not dx.shape[1]:
+        if recurrent:
+            _recurrent_grad(sa, dgates, sb, dh_rec)
+        return
+    N, K = dgates.shape
+    H, I = dh_rec.shape[1], dx.shape[1]
+    size = dgates.itemsize
+    if recurrent:
+        dh_rec[:] = 0
+    dx[:] = 0
+    lda, ldh, ldx = dgates.strides[0] // size, dh_rec.strides[0] // size, dx.strides[0] // size
+    k0 = 0
+    while k0 < K:
+        kb = min(K_BLOCK, K - k0)
+        if size == 4:
+            _soncopy(kb, N, dgates.ctypes.data + k0 * size, lda, sb.ctypes.data)
+        else:
+            _doncopy(kb, N, dgates.ctypes.data + k0 * size, lda, sb.ctypes.data)
+        if recurrent:
+            _blocks(sa.ctypes.data + _padded(H) * k0 * size, H, N, kb, sb.ctypes.data, dh_rec.ctypes.data, ldh, size)
+        _blocks(sx.ctypes.data + _padded(I) * k0 * size, I, N, kb, sb.ctypes.data, dx.ctypes.data, ldx, size)
+        k0 += kb
+
+
+@njit(cache=True, nogil=True)
+def _blocks(region, M, N, kb, b, c, ldc, size):
+    """C (M x N, ldc) += A B over blocks of :data:`M_BLOCK` rows of the packed A at ``region``."""
+    m0 = 0
+    while m0 < M:
+        mm = min(M_BLOCK, M - m0)
+        _kernel(mm, N, kb, region + m0 * kb * size, b, c + m0 * size, ldc, size)
+        m0 += mm
+
+
 @njit(**_RNN_OPTS)
 def _lstm_rows_backward(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_total, sa, sb, b0, b1, reverse,
-                        needs_dh0):
+                        needs_dh0, sx, dx):
     T = acts.shape[0]
     record = dh_total.shape[0] == T  # else one (1, B, H) scratch step
     for k in range(T):
@@ -235,13 +277,13 @@ def _lstm_rows_backward(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_tota
         total = dh_total[t] if record else dh_total[0]
         _lstm_cell_backward(acts[t, b0:b1], cs[p, b0:b1], cs[n, b0:b1], dout[t, b0:b1], carry[b0:b1], dh_rec[b0:b1],
                             dc[b0:b1], mask[t, b0:b1], dgates[t, b0:b1], total[b0:b1])
-        if k != T - 1 or needs_dh0:  # the last product only feeds dL/dh0
-            _recurrent_grad(sa, dgates[t, b0:b1], sb, dh_rec[b0:b1])
+        # the last recurrent product only feeds dL/dh0
+        _gate_grads(sa, dgates[t, b0:b1], sb, dh_rec[b0:b1], k != T - 1 or needs_dh0, sx, dx[t, b0:b1])
 
 
 @njit(**_RNN_OPTS)
 def _lstmp_rows_backward(acts, cs, dout, carry, dr_rec, dc, mask, dgates, dr, dh, zeros, scratch, dr_total, sa, sa2,
-                         sb, b0, b1, reverse, needs_dh0):
+                         sb, b0, b1, reverse, needs_dh0, sx, dx):
     """kernels_cpu._lstmp_sequence_backward on rows: ``sa`` is W_hh^T packed, ``sa2`` W_hr^T."""
     T = acts.shape[0]
     record = dr_total.shape[0] == T
@@ -253,8 +295,8 @@ def _lstmp_rows_backward(acts, cs, dout, carry, dr_rec, dc, mask, dgates, dr, dh
         _recurrent_grad(sa2, dr[t, b0:b1], sb, dh[b0:b1])  # dL/dh_t = dr_t W_hr
         _lstm_cell_backward(acts[t, b0:b1], cs[p, b0:b1], cs[n, b0:b1], dh[b0:b1], zeros[b0:b1], zeros[b0:b1],
                             dc[b0:b1], mask[t, b0:b1], dgates[t, b0:b1], scratch[b0:b1])
-        if k != T - 1 or needs_dh0:
-            _recurrent_grad(sa, dgates[t, b0:b1], sb, dr_rec[b0:b1])  # dL/dr_{t-1} through W_hh
+        # dL/dr_{t-1} through W_hh, and dL/dx_t
+        _gate_grads(sa, dgates[t, b0:b1], sb, dr_rec[b0:b1], k != T - 1 or needs_dh0, sx, dx[t, b0:b1])
 
 
 @njit(**_RNN_OPTS)
@@ -272,7 +314,8 @@ def _gru_rows_backward(acts, hh, hs, dout, carry, dh_rec, mask, dgx, dgh, dh_tot
 
 
 @njit(**_RNN_OPTS)
-def _rnn_rows_backward(hs, dout, carry, dh_rec, mask, dgates, dh_total, sa, sb, b0, b1, reverse, needs_dh0, relu):
+def _rnn_rows_backward(hs, dout, carry, dh_rec, mask, dgates, dh_total, sa, sb, b0, b1, reverse, needs_dh0, relu,
+                       sx, dx):
     T = dgates.shape[0]
     record = dh_total.shape[0] == T
     for k in range(T):
@@ -280,8 +323,7 @@ def _rnn_rows_backward(hs, dout, carry, dh_rec, mask, dgates, dh_total, sa, sb, 
         total = dh_total[t] if record else dh_total[0]
         _rnn_cell_backward(hs[n, b0:b1], dout[t, b0:b1], carry[b0:b1], dh_rec[b0:b1], mask[t, b0:b1],
                            dgates[t, b0:b1], total[b0:b1], relu)
-        if k != T - 1 or needs_dh0:
-            _recurrent_grad(sa, dgates[t, b0:b1], sb, dh_rec[b0:b1])
+        _gate_grads(sa, dgates[t, b0:b1], sb, dh_rec[b0:b1], k != T - 1 or needs_dh0, sx, dx[t, b0:b1])
 
 
 # --------------------------------------------------------------------------- the threads' entry points
@@ -294,7 +336,7 @@ def _rnn_rows_backward(hs, dout, carry, dh_rec, mask, dgates, dh_total, sa, sb, 
 
 LSTM, GRU, RNN, LSTMP = 0, 1, 2, 3  # LSTMP: the LSTM with a projection (proj_size P)
 _HEADER = ("cell", "T", "B", "H", "P", "b0", "b1", "reverse", "needs_dh0", "steps", "relu", "sa", "sa_size", "sa2",
-           "sa2_size", "sb", "sb_size")
+           "sa2_size", "sb", "sb_size", "I", "sx", "sx_size", "dx")  # I = 0: no input gradient in the loop
 _MOST_ARRAYS = 13  # the projected LSTM's backward
 _WIDTH = len(_HEADER) + _MOST_ARRAYS
 _F32, _F64, _U8 = np.zeros(0, np.float32), np.zeros(0, np.float64), np.zeros(0, np.uint8)
@@ -306,6 +348,13 @@ def _header(a, like):
     relu, sa, sb, arrays)."""
     sa, sb = _view(a[11], like, (a[12],)), _view(a[15], like, (a[16],))
     return a[1], a[2], a[3], a[5], a[6], a[7] != 0, a[8] != 0, a[9], a[10] != 0, sa, sb, a[len(_HEADER):]
+
+
+@njit(**_RNN_OPTS)
+def _input_grad(a, like):
+    """The header's W_ih^T packed and the (T, B, I) input gradient the backward loop writes
+    (zero-sized where the loop leaves it to a GEMM)."""
+    return _view(a[18], like, (a[19],)), _view(a[20], like, (a[1], a[2], a[17]))
 
 
 @njit(**_RNN_OPTS)
@@ -347,23 +396,25 @@ def _lstmp_forward_job(a, like):
 @njit(**_RNN_OPTS)
 def _lstmp_backward_job(a, like):
     T, B, H, b0, b1, reverse, needs_dh0, steps, _, sa, sb, arg = _header(a, like)
+    sx, dx = _input_grad(a, like)
     P, sa2, GH = a[4], _view(a[13], like, (a[14],)), 4 * H
     _lstmp_rows_backward(_view(arg[0], like, (T, B, GH)), _view(arg[1], like, (T + 1, B, H)),
                          _view(arg[2], like, (T, B, P)), _view(arg[3], like, (B, P)), _view(arg[4], like, (B, P)),
                          _view(arg[5], like, (B, H)), _view(arg[6], _U8, (T, B)), _view(arg[7], like, (T, B, GH)),
                          _view(arg[8], like, (T, B, P)), _view(arg[9], like, (B, H)), _view(arg[10], like, (B, H)),
                          _view(arg[11], like, (B, H)), _view(arg[12], like, (steps, B, P)), sa, sa2, sb, b0, b1,
-                         reverse, needs_dh0)
+                         reverse, needs_dh0, sx, dx)
 
 
 @njit(**_RNN_OPTS)
 def _lstm_backward_job(a, like):
     T, B, H, b0, b1, reverse, needs_dh0, steps, _, sa, sb, arg = _header(a, like)
+    sx, dx = _input_grad(a, like)
     GH = 4 * H
     _lstm_rows_backward(_view(arg[0], like, (T, B, GH)), _view(arg[1], like, (T + 1, B, H)),
                         _view(arg[2], like, (T, B, H)), _view(arg[3], like, (B, H)), _view(arg[4], like, (B, H)),
                         _view(arg[5], like, (B, H)), _view(arg[6], _U8, (T, B)), _view(arg[7], like, (T, B, GH)),
-                        _view(arg[8], like, (steps, B, H)), sa, sb, b0, b1, reverse, needs_dh0)
+                        _view(arg[8], like, (steps, B, H)), sa, sb, b0, b1, reverse, needs_dh0, sx, dx)
 
 
 @njit(**_RNN_OPTS)
@@ -380,10 +431,11 @@ def _gru_backward_job(a, like):
 @njit(**_RNN_OPTS)
 def _rnn_backward_job(a, like):
     T, B, H, b0, b1, reverse, needs_dh0, steps, relu, sa, sb, arg = _header(a, like)
+    sx, dx = _input_grad(a, like)
     _rnn_rows_backward(_view(arg[0], like, (T + 1, B, H)), _view(arg[1], like, (T, B, H)),
                        _view(arg[2], like, (B, H)), _view(arg[3], like, (B, H)), _view(arg[4], _U8, (T, B)),
                        _view(arg[5], like, (T, B, H)), _view(arg[6], like, (steps, B, H)), sa, sb, b0, b1,
-                       reverse, needs_dh0, relu)
+                       reverse, needs_dh0, relu, sx, dx)
 
 
 # The entry points, one per job and dtype: a C signature has no type parameters, and one entry
@@ -643,6 +695,13 @@ def _panel_size(rows: int, cols: int) -> int:
     return -(-((rows + 64) * cols + 1024) // page) * page
 
 
+#: The largest W_ih (in bytes) whose input gradient the backward loop makes step by step: its
+#: packed block then shares each core's L2 (2 MB here) with W_hh's. Measured on the char-LM
+#: step (2-core Xeon, six alternating blocks): H 128 x2 15.11 -> 14.63 ms with layer 1's W_ih
+#: (64 wide) in the loop, 14.52 with layer 2's as well; H 256 x2 42.52 -> 41.93, but 42.06
+#: with layer 2's (1 MB, W_hh^T's 1 MB beside it): there the GEMM after the loop does better.
+INPUT_GRAD_BYTES = 1 << 19
+
 #: The fewest rows of A a thread packs (below it one thread packs the whole weight).
 MIN_PACK_ROWS = 128
 
@@ -669,11 +728,13 @@ def _pack(role: str, w, transposed: bool) -> np.ndarray:
 
 
 def _run(kind: str, cell: int, w_hh, arrays: tuple, T: int, reverse: bool, threads: int, needs_dh0=False,
-         steps=0, relu=False, w_hr=None) -> None:
+         steps=0, relu=False, w_hr=None, input_grad=None) -> bool:
     """Pack ``w_hh`` (G*H, H) for ``kind``'s product (and ``w_hr`` (P, H), the projection, for
     the second), split the batch over ``threads``, give each thread a packing block for its
     rows, and run ``kind``'s entry point for ``cell`` on OpenBLAS's threads with ``arrays``
-    (the cell's, in its rows function's order)."""
+    (the cell's, in its rows function's order). Backward, ``input_grad`` = (dx (T, B, I),
+    W_ih (G*H, I)) asks for dx = dgates W_ih too, step by step (see :func:`_gate_grads`): done
+    where the packed W_ih^T is at most :data:`INPUT_GRAD_BYTES`; returns whether it was."""
     backward = kind == "backward"  # forward A = W_hh (and W_hr), backward A = W_hh^T (and W_hr^T)
     GH, S = w_hh.shape  # S: the state's width, P with a projection, else H
     H = S if w_hr is None else w_hr.shape[1]
@@ -683,6 +744,14 @@ def _run(kind: str, cell: int, w_hh, arrays: tuple, T: int, reverse: bool, threa
     # the longest sum of a step's products, what a thread's packing block must hold: forward
     # h W_hh^T sums over S (and h W_hr^T over H), backward dgates W_hh over G*H (and dr W_hr over P)
     depth = GH if backward else max(S, H)
+    dx, sx = None, None
+    if input_grad is not None:
+        dx, w_ih = input_grad
+        if (w_ih.size * w_ih.itemsize > INPUT_GRAD_BYTES or not w_ih.flags.c_contiguous or w_ih.dtype != w_hh.dtype
+                or dx.shape != (T, B, w_ih.shape[1]) or dx.dtype != w_hh.dtype or not dx.flags.c_contiguous):
+            dx = None
+        else:
+            sx = _pack("inputs", w_ih, True)  # A = W_ih^T: M = I, K = G*H
     bounds = _row_bounds(B, threads)
     sb_size = _panel_size(max(b - a for a, b in zip(bounds, bounds[1:])), min(depth, K_BLOCK))
     blocks = _buffer("rows", threads * sb_size, w_hh.dtype)
@@ -690,9 +759,12 @@ def _run(kind: str, cell: int, w_hh, arrays: tuple, T: int, reverse: bool, threa
     for k in range(threads):
         sb = blocks[k * sb_size : (k + 1) * sb_size]
         args[k, : len(_HEADER)] = (cell, T, B, H, S, bounds[k], bounds[k + 1], reverse, needs_dh0, steps, relu,
-                                   sa.ctypes.data, sa.size, sa2.ctypes.data, sa2.size, sb.ctypes.data, sb.size)
+                                   sa.ctypes.data, sa.size, sa2.ctypes.data, sa2.size, sb.ctypes.data, sb.size,
+                                   0 if dx is None else dx.shape[2], 0 if sx is None else sx.ctypes.data,
+                                   0 if sx is None else sx.size, 0 if dx is None else dx.ctypes.data)
         args[k, len(_HEADER) : len(_HEADER) + len(arrays)] = [a.ctypes.data for a in arrays]
     _cblas.run_on_blas_threads(_worker(kind, cell, w_hh.dtype), args)
+    return dx is not None
 
 
 # Each takes its per-step driver's arguments (kernels_cpu.py) and the thread count.
@@ -705,9 +777,11 @@ def lstm_forward(gates, w_hh, bias, hs, cs, mask, hh, reverse, threads) -> None:
 
 
 def lstm_backward(acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_total, w_hh, reverse, needs_dh0,
-                  threads) -> None:
-    _run("backward", LSTM, w_hh, (acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_total), acts.shape[0], reverse,
-         threads, needs_dh0, dh_total.shape[0])
+                  threads, input_grad=None) -> bool:
+    """The LSTM backward time loop; with ``input_grad`` (dx, W_ih) it may fill dx as well (see
+    :func:`_run`) and says whether it did."""
+    return _run("backward", LSTM, w_hh, (acts, cs, dout, carry, dh_rec, dc, mask, dgates, dh_total), acts.shape[0],
+                reverse, threads, needs_dh0, dh_total.shape[0], input_grad=input_grad)
 
 
 def gru_forward(gates, w_hh, bias, b_hn, hs, mask, hh, reverse, threads) -> None:
@@ -726,9 +800,10 @@ def rnn_forward(gates, w_hh, bias, hs, mask, hh, reverse, relu, threads) -> None
     _run("forward", RNN, w_hh, (gates, bias, hs, mask, hh), gates.shape[0], reverse, threads, relu=relu)
 
 
-def rnn_backward(hs, dout, carry, dh_rec, mask, dgates, dh_total, w_hh, reverse, needs_dh0, relu, threads) -> None:
-    _run("backward", RNN, w_hh, (hs, dout, carry, dh_rec, mask, dgates, dh_total), dgates.shape[0], reverse,
-         threads, needs_dh0, dh_total.shape[0], relu)
+def rnn_backward(hs, dout, carry, dh_rec, mask, dgates, dh_total, w_hh, reverse, needs_dh0, relu, threads,
+                 input_grad=None) -> bool:
+    return _run("backward", RNN, w_hh, (hs, dout, carry, dh_rec, mask, dgates, dh_total), dgates.shape[0], reverse,
+                threads, needs_dh0, dh_total.shape[0], relu, input_grad=input_grad)
 
 
 def lstmp_forward(gates, w_hh, w_hr, bias, rs, hs, cs, mask, hh, reverse, threads) -> None:
@@ -738,9 +813,10 @@ def lstmp_forward(gates, w_hh, w_hr, bias, rs, hs, cs, mask, hh, reverse, thread
 
 
 def lstmp_backward(acts, cs, dout, carry, dr_rec, dc, mask, dgates, dr, dh, zeros, scratch, dr_total, w_hh, w_hr,
-                   reverse, needs_dh0, threads) -> None:
-    _run("backward", LSTMP, w_hh, (acts, cs, dout, carry, dr_rec, dc, mask, dgates, dr, dh, zeros, scratch, dr_total),
-         acts.shape[0], reverse, threads, needs_dh0, dr_total.shape[0], w_hr=w_hr)
+                   reverse, needs_dh0, threads, input_grad=None) -> bool:
+    return _run("backward", LSTMP, w_hh, (acts, cs, dout, carry, dr_rec, dc, mask, dgates, dr, dh, zeros, scratch,
+                                         dr_total), acts.shape[0], reverse, threads, needs_dh0, dr_total.shape[0],
+                w_hr=w_hr, input_grad=input_grad)
 
 
 def accepts(*args) -> bool:
@@ -822,10 +898,11 @@ def _packed_or_per_step(name: str, per_step):
     first array has the batch on its axis 1."""
     loop = _PACKED_LOOPS[name]
 
-    def drive(*args):
+    def drive(*args, **options):
+        # options (``input_grad``) go to the packed loop only; the per-step driver has none
         threads = threads_for(args[0].shape[1])
         if threads and accepts(*args):
-            return globals()[loop](*args, threads)
+            return globals()[loop](*args, threads, **options)
         return per_step(*args)
     drive.__name__ = drive.__qualname__ = name
     return drive

@@ -307,20 +307,29 @@ def _record_norms(xp, grad_norms, dh_total, T):
     grad_norms.append(np.sqrt(to_host(sq)))
 
 
-def _input_and_weight_grads(ctx, xp, dgx, dgh, x2, h_prev, w_ih, T, B, I):
+def _input_grad_request(ctx, xp, w_ih, T, B, I, dtype):
+    """(dx, W_ih) for a backward driver that can make dx inside its time loop (the CPU's packed
+    loop: each step's dgates W_ih while they are in cache), or None where dx is not needed."""
+    if not ctx.needs_input_grad[0]:
+        return None
+    return xp.empty((T, B, I), dtype=dtype), xp.ascontiguousarray(w_ih)
+
+
+def _input_and_weight_grads(ctx, xp, dgx, dgh, x2, h_prev, w_ih, T, B, I, dx=None):
     """The GEMMs over all steps: dx, dW_ih, dW_hh, db_ih, db_hh (None where not needed).
 
     ``dgx`` are the gate gradients W_ih sees, ``dgh`` those W_hh sees (the same array
     except for the GRU). Gradients one array of gate gradients feeds are made together
     (:func:`~microgradnn.ops.linalg.weight_gradients`: on the CPU that array is packed once
-    for all of them)."""
+    for all of them). ``dx``: the input's gradient where the time loop made it already."""
     needs = ctx.needs_input_grad
     w = ctx.w_index
     GH = dgx.shape[-1]
     gx = dgx.reshape(T * B, GH)
     gh = dgh.reshape(T * B, GH)
     hp = h_prev.reshape(T * B, -1)
-    dx = xp.matmul(gx, w_ih).reshape(T, B, I) if needs[0] else None
+    if needs[0] and dx is None:
+        dx = xp.matmul(gx, w_ih).reshape(T, B, I)
     if gh is gx or dgh is dgx:
         (dw_ih, dw_hh), db = weight_gradients(ctx.backend, xp, gx, [x2 if needs[w] else None,
                                                                     hp if needs[w + 1] else None],
@@ -404,9 +413,11 @@ class LSTMSequence(Function):
         w_hh = xp.ascontiguousarray(w_hh)
         needs_dh0, t_first = ctx.needs_input_grad[1], (T - 1 if ctx.reverse else 0)
         drive = _driver(ctx, "lstm_sequence_backward", dtype)
+        asked, dx = _input_grad_request(ctx, xp, w_ih, T, B, I, dtype), None
         if drive is not None:
-            drive(gates, cs, dout, carry, dh_rec, dc, mask, dgates, scratch[None] if dh_total is None else dh_total,
-                  w_hh, ctx.reverse, needs_dh0)
+            if drive(gates, cs, dout, carry, dh_rec, dc, mask, dgates, scratch[None] if dh_total is None else dh_total,
+                     w_hh, ctx.reverse, needs_dh0, input_grad=asked) and asked is not None:
+                dx = asked[0]
         else:
             kernel = ctx.backend.kernel("lstm_cell_backward")
             for t, p, n in _backward_steps(T, ctx.reverse):
@@ -419,7 +430,7 @@ class LSTMSequence(Function):
         dh0 = carry + dh_rec if needs[1] else None
         dc0 = dc if needs[2] else None
         dx, dw_ih, dw_hh, db_ih, db_hh = _input_and_weight_grads(
-            ctx, xp, dgates, dgates, x2, _prev_states(hs, ctx.reverse), w_ih, T, B, I
+            ctx, xp, dgates, dgates, x2, _prev_states(hs, ctx.reverse), w_ih, T, B, I, dx
         )
         return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
 
@@ -488,10 +499,12 @@ class LSTMSequence(Function):
         dr_total = xp.empty((T, B, P), dtype=dtype) if ctx.grad_norms is not None else None
         needs_dh0, t_first = ctx.needs_input_grad[1], (T - 1 if ctx.reverse else 0)
         drive = _driver(ctx, "lstmp_sequence_backward", dtype)
+        asked, dx = _input_grad_request(ctx, xp, w_ih, T, B, I, dtype), None
         if drive is not None:
             norms_out = xp.empty((1, B, P), dtype=dtype) if dr_total is None else dr_total  # else one scratch step
-            drive(gates, cs, dout, carry, dr_rec, dc, mask, dgates, dr, dh, zeros, scratch, norms_out,
-                  w_hh, w_hr, ctx.reverse, needs_dh0)
+            if drive(gates, cs, dout, carry, dr_rec, dc, mask, dgates, dr, dh, zeros, scratch, norms_out,
+                     w_hh, w_hr, ctx.reverse, needs_dh0, input_grad=asked) and asked is not None:
+                dx = asked[0]
         else:
             kernel = ctx.backend.kernel("lstm_cell_backward")
             active = mask.astype(dtype)[:, :, None]  # 1 on real steps, 0 on padding
@@ -514,7 +527,7 @@ class LSTMSequence(Function):
         dh0 = carry + dr_rec if needs[1] else None
         dc0 = dc if needs[2] else None
         dx, dw_ih, dw_hh, db_ih, db_hh = _input_and_weight_grads(
-            ctx, xp, dgates, dgates, x2, _prev_states(rs, ctx.reverse), w_ih, T, B, I
+            ctx, xp, dgates, dgates, x2, _prev_states(rs, ctx.reverse), w_ih, T, B, I, dx
         )
         # dW_hr = sum over steps of dr_t^T h_t: one GEMM over all steps (h_t of padded rows
         # is finite and meets dr = 0 there)
@@ -648,9 +661,11 @@ class RNNSequence(Function):
         needs_dh0, t_first = ctx.needs_input_grad[1], (T - 1 if ctx.reverse else 0)
         relu = ctx.relu
         drive = _driver(ctx, "rnn_sequence_backward", dtype)
+        asked, dx = _input_grad_request(ctx, xp, w_ih, T, B, I, dtype), None
         if drive is not None:
-            drive(hs, dout, carry, dh_rec, mask, dgates, scratch[None] if dh_total is None else dh_total,
-                  w_hh, ctx.reverse, needs_dh0, relu)
+            if drive(hs, dout, carry, dh_rec, mask, dgates, scratch[None] if dh_total is None else dh_total,
+                     w_hh, ctx.reverse, needs_dh0, relu, input_grad=asked) and asked is not None:
+                dx = asked[0]
         else:
             kernel = ctx.backend.kernel("rnn_cell_backward")
             for t, p, n in _backward_steps(T, ctx.reverse):
@@ -661,7 +676,7 @@ class RNNSequence(Function):
         _record_norms(xp, ctx.grad_norms, dh_total, T)
         dh0 = carry + dh_rec if ctx.needs_input_grad[1] else None
         dx, dw_ih, dw_hh, db_ih, db_hh = _input_and_weight_grads(
-            ctx, xp, dgates, dgates, x2, _prev_states(hs, ctx.reverse), w_ih, T, B, I
+            ctx, xp, dgates, dgates, x2, _prev_states(hs, ctx.reverse), w_ih, T, B, I, dx
         )
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
 
