@@ -75,25 +75,49 @@ class Linear(Function):
         need_x, need_w = ctx.needs_input_grad[:2]
         # A (..., in) input is one (N, in) GEMM, not a batch of small ones: numpy's matmul
         # loops over the leading axes of a 3-D operand (measured 2.3x slower for the
-        # (64, 32, 256) outputs of an RNN layer). reshape copies only a non-contiguous x
-        # (a batch-first RNN's output), and backward's weight GEMM reads that same (N, in)
-        # array rather than copying x again.
-        x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x
+        # (64, 32, 256) outputs of an RNN layer). An x whose leading axes are permuted (a
+        # batch-first RNN's output, a (T, B, H) buffer seen as (B, T, H)) is read in its
+        # storage order, not copied: the product's rows come in that order, and only the
+        # (N, out) result, narrower for a head, is copied back to x's order. backward's weight
+        # GEMM reads that same (N, in) array.
+        ctx.order = _storage_order(x)
+        xs = x if ctx.order is None else x.transpose(ctx.order)
+        x2 = xs.reshape(-1, x.shape[-1]) if x.ndim > 2 else x
         # x's gradient reads only the weight, the weight's only x
-        ctx.x, ctx.weight, ctx.x_shape = (x2 if need_w else None), (weight if need_x else None), x.shape
+        ctx.x, ctx.weight, ctx.x_shape = (x2 if need_w else None), (weight if need_x else None), xs.shape
         out = x2 @ weight.T
         if bias is not None:
             out += bias
-        return out.reshape(*x.shape[:-1], weight.shape[0]) if x.ndim > 2 else out
+        if x.ndim <= 2:
+            return out
+        out = out.reshape(*xs.shape[:-1], weight.shape[0])
+        return out if ctx.order is None else ctx.xp.ascontiguousarray(out.transpose(_inverse(ctx.order)))
 
     @staticmethod
     def backward(ctx, grad):
         need_x, need_w, need_b = ctx.needs_input_grad + (False,) * (3 - len(ctx.needs_input_grad))
+        if ctx.order is not None:  # to the rows' order of forward's product
+            grad = ctx.xp.ascontiguousarray(grad.transpose(ctx.order))
         g2 = grad.reshape(-1, grad.shape[-1])
         grad_x = (g2 @ ctx.weight).reshape(ctx.x_shape) if need_x else None
+        if grad_x is not None and ctx.order is not None:
+            grad_x = grad_x.transpose(_inverse(ctx.order))  # a view, in the layout x had
         (grad_w,), grad_b = weight_gradients(ctx.backend, ctx.xp, g2,
                                            [ctx.x.reshape(-1, ctx.x_shape[-1]) if need_w else None], need_b)
         return grad_x, grad_w, grad_b
+
+
+def _storage_order(x):
+    """The order of x's axes, the last one kept last, in which a non-contiguous x (3-D or more)
+    is C-contiguous (``x.transpose(order)`` then is), or None (x contiguous, or no such order)."""
+    if x.ndim <= 2 or x.flags.c_contiguous or x.strides[-1] != x.itemsize:
+        return None
+    order = tuple(sorted(range(x.ndim - 1), key=lambda axis: -x.strides[axis])) + (x.ndim - 1,)
+    return order if x.transpose(order).flags.c_contiguous else None
+
+
+def _inverse(order):
+    return tuple(sorted(range(len(order)), key=order.__getitem__))
 
 
 class Einsum(Function):

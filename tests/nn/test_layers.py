@@ -15,6 +15,7 @@ import microgradnn as mg
 from microgradnn import nn
 from microgradnn.backend import reference
 from microgradnn.backend import kernels_cpu
+from microgradnn.ops import linalg
 
 TOL = {np.float64: dict(rtol=1e-6, atol=1e-6), np.float32: dict(rtol=1e-4, atol=1e-5)}
 DTYPES = [np.float32, np.float64]
@@ -67,6 +68,41 @@ def rand(shape, seed=0, scale=1.0):
 def test_linear_matches_torch(dtype, bias, lead):
     torch.manual_seed(0)
     compare(torch.nn.Linear(4, 3, bias=bias), nn.Linear(4, 3, bias=bias), rand(lead + (4,)), dtype)
+
+
+VIEWS = {"(T, B) as (B, T)": ((6, 5, 4), lambda a: a.permute(1, 0, 2)),
+         "4-D, axes permuted": ((3, 6, 2, 4), lambda a: a.permute(2, 0, 1, 3)),
+         "last axis moved": ((4, 6, 5), lambda a: a.permute(1, 2, 0)),
+         "last axis strided": ((6, 5, 8), lambda a: a[..., ::2])}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("view", list(VIEWS))
+def test_linear_on_a_permuted_input_matches_torch(dtype, bias, view):
+    # a batch-first RNN's output is its (T, B, H) buffer seen as (B, T, H): Linear reads it in
+    # that storage order (no copy of the input) and hands back a contiguous output in x's
+    # order, with every gradient torch's; a strided last axis (the last two) takes the copy
+    shape, look = VIEWS[view]
+    base = rand(shape).astype(dtype)
+    torch.manual_seed(0)
+    tl = torch.nn.Linear(4, 3, bias=bias).to(torch_dtype(dtype))
+    ml = nn.Linear(4, 3, bias=bias).to(dtype=dtype)
+    ml.load_state_dict(tl.state_dict())
+    tx, mx = torch.tensor(base, requires_grad=True), mg.tensor(base, requires_grad=True)
+    tout, mout = tl(look(tx)), ml(look(mx))
+    assert mout.shape == tuple(tout.shape) and mout.detach().numpy().flags.c_contiguous
+    read_in_place = linalg._storage_order(look(mx).detach().numpy()) is not None
+    assert read_in_place == (view in ("(T, B) as (B, T)", "4-D, axes permuted"))
+    tol = TOL[dtype]
+    np.testing.assert_allclose(mout.detach().numpy(), tout.detach().numpy(), **tol)
+    g = rand(tuple(tout.shape), seed=1).astype(dtype)
+    (tout * torch.tensor(g)).sum().backward()
+    (mout * mg.tensor(g)).sum().backward()
+    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), **tol)
+    np.testing.assert_allclose(ml.weight.grad.numpy(), tl.weight.grad.numpy(), **tol)
+    if bias:
+        np.testing.assert_allclose(ml.bias.grad.numpy(), tl.bias.grad.numpy(), **tol)
 
 
 def test_linear_init_is_pytorch_uniform():
