@@ -27,6 +27,13 @@ went from 0.74x to 0.55x torch's time (GRU) and from 0.88x to 0.65x (RNN) with t
 weights: W_hh for r_{t-1} W_hh^T and W_hr for the projection r_t = h_t W_hr^T (and their
 transposes backward), so each step is two kernel calls around the same cell kernel.
 
+Around the loops, the same parts of OpenBLAS do three more jobs. The backward loop of the LSTM
+(with or without a projection) and of the RNN makes the input's gradient too, dx_t = dgates_t
+W_ih, from the dgates its recurrent product packs anyway (:func:`_gate_grads`, where W_ih is
+at most :data:`INPUT_GRAD_BYTES`). The weight and bias gradients over all steps are one pass
+that packs the gate gradients once for all of them (:func:`weight_grads`, which ``Linear``
+uses too). And a big weight is packed by the threads, a range of rows each (:func:`_pack`).
+
 Measured for the LSTM (T 64, float32, whole forward loop; 2-core EPYC Zen 5; the compiled
 per-step driver it replaces first): B 32 H 64 0.64 -> 0.27 ms, H 128 1.40 -> 0.85, H 256 4.37 ->
 3.00, B 64 H 256 8.4 -> 6.1; B 8 H 128 0.59 -> 0.43; at B 4 it lost (0.31 -> 0.45: four
@@ -136,29 +143,47 @@ def _packed_product(sa, x, sb, c):
     columns). Per block of :data:`K_BLOCK`, x's part is packed into ``sb`` (this thread's),
     then the kernel runs over blocks of :data:`M_BLOCK` rows of A. Rows of x and c must be
     contiguous (any row stride)."""
+    _packed_products(x, sb, sa, c, sa, c[:, :0])
+
+
+@njit(cache=True, nogil=True)
+def _packed_products(x, sb, sa, c, sa2, c2):
+    """c += x @ A^T and c2 += x @ A2^T, as :func:`_packed_product`, with x packed once per
+    block of K for both; a c (or c2) of no columns is skipped."""
     N, K = x.shape
-    M = c.shape[1]
     size = x.itemsize
-    ldx, ldc = x.strides[0] // size, c.strides[0] // size
-    stride = _padded(M)
     k0 = 0
     while k0 < K:
         kb = min(K_BLOCK, K - k0)
         if size == 4:
-            _soncopy(kb, N, x.ctypes.data + k0 * size, ldx, sb.ctypes.data)
+            _soncopy(kb, N, x.ctypes.data + k0 * size, x.strides[0] // size, sb.ctypes.data)
         else:
-            _doncopy(kb, N, x.ctypes.data + k0 * size, ldx, sb.ctypes.data)
-        region = sa.ctypes.data + stride * k0 * size
-        m0 = 0
-        while m0 < M:
-            mm = min(M_BLOCK, M - m0)
-            a_block, c_block = region + m0 * kb * size, c.ctypes.data + m0 * size
-            if size == 4:
-                _skernel(mm, N, kb, np.float32(1.0), a_block, sb.ctypes.data, c_block, ldc)
-            else:
-                _dkernel(mm, N, kb, 1.0, a_block, sb.ctypes.data, c_block, ldc)
-            m0 += mm
+            _doncopy(kb, N, x.ctypes.data + k0 * size, x.strides[0] // size, sb.ctypes.data)
+        _blocks(sa.ctypes.data + _padded(c.shape[1]) * k0 * size, c.shape[1], N, kb, sb.ctypes.data, c.ctypes.data,
+                c.strides[0] // size, size)
+        _blocks(sa2.ctypes.data + _padded(c2.shape[1]) * k0 * size, c2.shape[1], N, kb, sb.ctypes.data,
+                c2.ctypes.data, c2.strides[0] // size, size)
         k0 += kb
+
+
+@njit(cache=True, nogil=True)
+def _blocks(region, M, N, kb, b, c, ldc, size):
+    """C (M x N, ldc) += A B over blocks of :data:`M_BLOCK` rows of the packed A at ``region``
+    (its K block of ``kb``); ``b`` and ``c`` are addresses."""
+    m0 = 0
+    while m0 < M:
+        mm = min(M_BLOCK, M - m0)
+        _kernel(mm, N, kb, region + m0 * kb * size, b, c + m0 * size, ldc, size)
+        m0 += mm
+
+
+@njit(cache=True, nogil=True)
+def _kernel(m, n, k, a, b, c, ldc, size):
+    """C (m x n, column-major, ``ldc``) += A B on packed blocks at addresses ``a`` and ``b``."""
+    if size == 4:
+        _skernel(m, n, k, np.float32(1.0), a, b, c, ldc)
+    else:
+        _dkernel(m, n, k, 1.0, a, b, c, ldc)
 
 
 # --------------------------------------------------------------------------- one thread's rows
@@ -233,38 +258,10 @@ def _gate_grads(sa, dgates, sb, dh_rec, recurrent, sx, dx):
     no packing of its own, instead of one (T*B, G*H) x (G*H, I) GEMM after the loop (2-core
     Xeon, the loop of 32 rows on two threads, H 256: I 64 6.05 -> 5.65 ms with the GEMM's time
     counted in, I 128 6.5 -> 6.2; see :data:`INPUT_GRAD_BYTES` for where it stops paying)."""
-    if not dx.shape[1]:
-        if recurrent:
-            _recurrent_grad(sa, dgates, sb, dh_rec)
-        return
-    N, K = dgates.shape
-    H, I = dh_rec.shape[1], dx.shape[1]
-    size = dgates.itemsize
     if recurrent:
         dh_rec[:] = 0
     dx[:] = 0
-    lda, ldh, ldx = dgates.strides[0] // size, dh_rec.strides[0] // size, dx.strides[0] // size
-    k0 = 0
-    while k0 < K:
-        kb = min(K_BLOCK, K - k0)
-        if size == 4:
-            _soncopy(kb, N, dgates.ctypes.data + k0 * size, lda, sb.ctypes.data)
-        else:
-            _doncopy(kb, N, dgates.ctypes.data + k0 * size, lda, sb.ctypes.data)
-        if recurrent:
-            _blocks(sa.ctypes.data + _padded(H) * k0 * size, H, N, kb, sb.ctypes.data, dh_rec.ctypes.data, ldh, size)
-        _blocks(sx.ctypes.data + _padded(I) * k0 * size, I, N, kb, sb.ctypes.data, dx.ctypes.data, ldx, size)
-        k0 += kb
-
-
-@njit(cache=True, nogil=True)
-def _blocks(region, M, N, kb, b, c, ldc, size):
-    """C (M x N, ldc) += A B over blocks of :data:`M_BLOCK` rows of the packed A at ``region``."""
-    m0 = 0
-    while m0 < M:
-        mm = min(M_BLOCK, M - m0)
-        _kernel(mm, N, kb, region + m0 * kb * size, b, c + m0 * size, ldc, size)
-        m0 += mm
+    _packed_products(dgates, sb, sa, dh_rec if recurrent else dh_rec[:, :0], sx, dx)
 
 
 @njit(**_RNN_OPTS)
@@ -551,15 +548,6 @@ _GRAD_WIDTH = len(_GRAD_HEADER) + 3 * _MOST_INPUTS  # then (address, width, outp
 
 
 @njit(cache=True, nogil=True)
-def _kernel(m, n, k, a, b, c, ldc, size):
-    """C (m x n, column-major, ``ldc``) += A B on packed blocks at addresses ``a`` and ``b``."""
-    if size == 4:
-        _skernel(m, n, k, np.float32(1.0), a, b, c, ldc)
-    else:
-        _dkernel(m, n, k, 1.0, a, b, c, ldc)
-
-
-@njit(cache=True, nogil=True)
 def _zero(address, rows, cols, r0, r1, c0, c1, size):
     """Zero [r0:r1, c0:c1] of the C-contiguous (rows, cols) array at ``address``."""
     if size == 4:
@@ -602,11 +590,7 @@ def _weight_grads_job(a):
                 _sitcopy(kb, w1 - w0, x + (k0 * width + w0) * size, width, sa)
             else:
                 _ditcopy(kb, w1 - w0, x + (k0 * width + w0) * size, width, sa)
-            m0 = 0
-            while m0 < w1 - w0:
-                mm = min(M_BLOCK, w1 - w0 - m0)
-                _kernel(mm, n, kb, sa + m0 * kb * size, sb, out + (c0 * width + w0 + m0) * size, width, size)
-                m0 += mm
+            _blocks(sa, w1 - w0, n, kb, sb, out + (c0 * width + w0) * size, width, size)
         if sums:  # A = a row of ones (M = 1): C (1 x cols) is the column sums, ldc = 1
             _kernel(1, n, kb, ones, sb, sums + c0 * size, 1, size)
         k0 += kb
@@ -634,22 +618,13 @@ def _pack_entry(argument_block):
     _pack_weight(a[0], a[1], a[2], a[3], a[4], a[5] != 0, a[6], a[7])
 
 
-def _pack_worker() -> int:
-    """The address of the C entry point that packs one thread's rows of a weight (both dtypes)."""
-    key = ("pack",)
+def _entry_point(entry) -> int:
+    """The address of the C entry point ``void f(void *)`` made of ``entry`` (compiled on first use),
+    for jobs that serve both dtypes (the kernels are chosen by ``itemsize`` at run time)."""
+    key = (entry.__name__,)
     with _workers_lock:
         if key not in _workers:
-            _workers[key] = cfunc(_t.void(_t.voidptr), cache=True)(_pack_entry)
-    return _workers[key].address
-
-
-def _grad_worker() -> int:
-    """The address of the C entry point of :func:`weight_grads` (both dtypes: the kernels are
-    chosen by ``itemsize`` at run time)."""
-    key = ("weight_grads",)
-    with _workers_lock:
-        if key not in _workers:
-            _workers[key] = cfunc(_t.void(_t.voidptr), cache=True)(_weight_grads_entry)
+            _workers[key] = cfunc(_t.void(_t.voidptr), cache=True)(entry)
     return _workers[key].address
 
 
@@ -723,7 +698,7 @@ def _pack(role: str, w, transposed: bool) -> np.ndarray:
     args = np.zeros((threads, _PACK_WIDTH), np.int64)
     for k in range(threads):
         args[k] = (w.ctypes.data, rows, cols, w.itemsize, sa.ctypes.data, transposed, bounds[k], bounds[k + 1])
-    _cblas.run_on_blas_threads(_pack_worker(), args)
+    _cblas.run_on_blas_threads(_entry_point(_pack_entry), args)
     return sa
 
 
@@ -877,7 +852,7 @@ def weight_grads(grad, inputs, sums: bool):
         for i, (x, out) in enumerate(zip(present, outs)):
             args[k, len(_GRAD_HEADER) + 3 * i : len(_GRAD_HEADER) + 3 * i + 3] = (x.ctypes.data, x.shape[1],
                                                                                  out.ctypes.data)
-    _cblas.run_on_blas_threads(_grad_worker(), args)
+    _cblas.run_on_blas_threads(_entry_point(_weight_grads_entry), args)
     found = iter(outs)
     return [None if x is None else next(found) for x in inputs], totals
 

@@ -10,9 +10,11 @@ and so the shape of the code:
   applies the gate nonlinearities, updates the state and stores what backward needs
   (gate activations; the c's and h's live in one (T+1, B, H) buffer each);
 * backward: each step is one kernel (gate derivatives, padding mask) plus one GEMM
-  ``dgates_t @ W_hh`` for the recurrent part of dL/dh_{t-1}; the weight gradients are
-  then one GEMM each over all steps (``dgates^T @ h_prev`` and ``dgates^T @ x``) and dx is
-  one GEMM ``dgates @ W_ih``.
+  ``dgates_t @ W_hh`` for the recurrent part of dL/dh_{t-1}; the weight and bias gradients
+  are then products over all steps (``dgates^T @ h_prev``, ``dgates^T @ x``, the column sums
+  of dgates: on the CPU one pass, ``backend.weight_gradients``) and dx is one GEMM
+  ``dgates @ W_ih`` (or, in the CPU's packed loop for a small W_ih, made step by step from
+  the dgates the recurrent product packs anyway).
 
 Nothing is allocated inside the step loop: GEMMs write with ``out=`` into preallocated
 buffers and the kernels work in place. The kernels come from ``ctx.backend.kernel`` (numba
