@@ -47,6 +47,7 @@ select older OpenBLAS kernels.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -245,8 +246,15 @@ def sampling(repeat: int, tokens: int = 200) -> None:
         print(f"H {H:<31} {m:9.0f}    {tt:9.0f}    {m / tt:5.2f}x of torch's rate  {verdict} (>= 1x)", flush=True)
 
 
+#: The busy process: one core's worth of work that stops by itself once this benchmark is gone
+#: (killed between the start and the ``kill`` below, it used to spin on, orphaned).
+#: The parent's pid comes as an argument: read with getppid() at the child's start, it would
+#: already be 1 where the parent died first.
+COMPETITOR = "import os, sys\nparent = int(sys.argv[1])\nwhile os.getppid() == parent:\n    pass\n"
+
+
 def _competitor() -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    return subprocess.Popen([sys.executable, "-c", COMPETITOR, str(os.getpid())])
 
 
 def contention(steps: int) -> None:
