@@ -332,7 +332,7 @@ def _input_and_weight_grads(ctx, xp, dgx, dgh, x2, h_prev, w_ih, T, B, I, dx=Non
     hp = h_prev.reshape(T * B, -1)
     if needs[0] and dx is None:
         dx = xp.matmul(gx, w_ih).reshape(T, B, I)
-    if gh is gx or dgh is dgx:
+    if dgh is dgx:  # one array of gate gradients feeds both weights (all but the GRU)
         (dw_ih, dw_hh), db = weight_gradients(ctx.backend, xp, gx, [x2 if needs[w] else None,
                                                                     hp if needs[w + 1] else None],
                                               needs[w + 2] or needs[w + 3])
